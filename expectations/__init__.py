@@ -1,0 +1,1 @@
+"""The lead data contract: the canonical frame and (in `suite`) its Great Expectations suite."""

@@ -50,6 +50,8 @@ COLUMNS: dict[str, str] = {
 }
 
 QUALIFICATION_STATUSES = ("Qualified", "Nurture", "Disqualified", "Needs review")
+# What a well-formed email address looks like, for the contract and for scoring's bad-data signal.
+EMAIL_PATTERN = r"^[A-Za-z0-9._%+'-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}$"
 
 
 def conform(frame: pd.DataFrame) -> pd.DataFrame:

@@ -19,12 +19,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from expectations.frame import EMAIL_PATTERN
 from scoring.rules import Banded, EngagementSignal, Lookup, Rules, Timeline
 
 MICROS_PER_DAY = 86_400_000_000
 # Engagement older than this has decayed to nothing that rounds to a point; ages are clipped here.
 MAX_DECAY_DAYS = 3650
-EMAIL_PATTERN = r"^[A-Za-z0-9._%+'-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}$"
 RECENCY_BUCKETS = ((7, "last 7 days"), (30, "last 30 days"), (90, "last 90 days"))
 RECENCY_OLDER = "over 90 days ago"
 RECENCY_UNKNOWN = "no engagement date"

@@ -11,11 +11,30 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 DEFAULT_RULES_PATH = Path(__file__).with_name("rules.yaml")
 
 Points = Annotated[int, Field(ge=-100, le=100)]
+
+
+def _compiles(pattern: str) -> str:
+    try:
+        re.compile(pattern, re.IGNORECASE)
+    except re.error as error:
+        raise ValueError(f"not a valid regular expression: {error}") from None
+    return pattern
+
+
+TitlePattern = Annotated[str, AfterValidator(_compiles)]
 
 
 class RulesError(ValueError):
@@ -69,15 +88,9 @@ class Lookup(_Model):
 
 class SeniorityLevel(_Model):
     name: str = Field(min_length=1, max_length=30)
-    title_pattern: str
+    title_pattern: TitlePattern
     points: Points
     decision_maker: bool = False
-
-    @field_validator("title_pattern")
-    @classmethod
-    def _compiles(cls, pattern: str) -> str:
-        _compile(pattern)
-        return pattern
 
 
 class Seniority(_Model):
@@ -149,14 +162,8 @@ class CompetitorSignal(DomainSignal):
 
 class TitleSignal(_Model):
     points: Points = Field(le=0)
-    title_pattern: str
+    title_pattern: TitlePattern
     disqualifies: bool = False
-
-    @field_validator("title_pattern")
-    @classmethod
-    def _compiles(cls, pattern: str) -> str:
-        _compile(pattern)
-        return pattern
 
 
 class BadDataSignal(_Model):
@@ -255,10 +262,3 @@ def _line_of(node: yaml.Node | None, location: list[Any]) -> int | None:
             break
         line = node.start_mark.line + 1
     return line
-
-
-def _compile(pattern: str) -> re.Pattern[str]:
-    try:
-        return re.compile(pattern, re.IGNORECASE)
-    except re.error as error:
-        raise ValueError(f"not a valid regular expression: {error}") from None

@@ -73,8 +73,9 @@ def generate_leads(
     mix: LeadMix = LeadMix(),
     id_prefix: str = "L",
 ) -> pd.DataFrame:
-    """`count` leads in the canonical frame; ids are `id_prefix` plus a zero-padded number."""
-    now = pd.Timestamp("2026-11-24T12:00:00Z") if now is None else pd.Timestamp(now)
+    """`count` leads in the canonical frame, as of `now` (default: this second); ids are
+    `id_prefix` plus a zero-padded number."""
+    now = pd.Timestamp.now(tz="UTC").floor("s") if now is None else pd.Timestamp(now)
     rng = np.random.default_rng(seed)
     pools = _pools(seed)
     kind = rng.random(count)

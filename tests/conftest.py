@@ -4,3 +4,37 @@ import os
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
+
+import pytest  # noqa: E402
+import requests  # noqa: E402
+
+from sandbox.run import Sandbox, SandboxConfig  # noqa: E402
+
+
+@pytest.fixture
+def start_sandbox():
+    """Start both sandbox CRMs in memory on free ports: `start_sandbox(leads=5000, faults=...)`
+    takes any SandboxConfig field (default: no seeded leads). Stopped after the test."""
+    started: list[Sandbox] = []
+
+    def start(**config) -> Sandbox:
+        sandbox = Sandbox(SandboxConfig(**{"leads": 0, **config})).start()
+        started.append(sandbox)
+        return sandbox
+
+    yield start
+    for sandbox in started:
+        sandbox.stop()
+
+
+@pytest.fixture
+def trusted_session():
+    """A requests.Session that trusts a sandbox's CA (TLS verification stays on)."""
+
+    def make(sandbox: Sandbox) -> requests.Session:
+        session = requests.Session()
+        session.trust_env = False  # else REQUESTS_CA_BUNDLE from the environment overrides verify
+        session.verify = sandbox.info["ca_cert"]
+        return session
+
+    return make

@@ -1,0 +1,228 @@
+"""The HTTPS plumbing both sandbox CRMs share: TLS from a local CA, a threaded server, faults.
+
+Each CRM is an `Api`: it turns a `Request` into a `Response` and knows its own error shapes.
+`SandboxServer` serves one Api over HTTPS on a port, adds the configured latency, and injects
+faults (429, 5xx, slow responses, dropped connections) from a seeded, deterministic sequence.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import ssl
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import parse_qs, urlsplit
+
+import trustme
+
+HOSTS = ("127.0.0.1", "localhost")
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]  # lower-case names
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body or b"null")
+
+    def param(self, name: str, default: str | None = None) -> str | None:
+        values = self.query.get(name)
+        return values[-1] if values else default
+
+    @property
+    def bearer_token(self) -> str | None:
+        scheme, _, token = self.headers.get("authorization", "").partition(" ")
+        return token.strip() if scheme.lower() == "bearer" else None
+
+
+@dataclass
+class Response:
+    status: int
+    body: Any = None  # JSON-serializable, or bytes/str sent as they are
+    headers: dict[str, str] = field(default_factory=dict)
+    content_type: str = "application/json;charset=UTF-8"
+
+    def encoded(self) -> bytes:
+        if self.body is None:
+            return b""
+        if isinstance(self.body, bytes):
+            return self.body
+        if isinstance(self.body, str):
+            return self.body.encode()
+        return json.dumps(self.body, separators=(",", ":")).encode()
+
+
+class Api(Protocol):
+    name: str
+
+    def handle(self, request: Request) -> Response: ...
+
+    def fault_response(self, kind: str) -> Response:
+        """The CRM's own response for an injected 'rate_limited' or 'server_error' fault."""
+        ...
+
+
+@dataclass(frozen=True)
+class FaultPlan:
+    """What can go wrong, and how often (each rate is a probability per request)."""
+
+    rate_limited: float = 0.0
+    server_error: float = 0.0
+    slow: float = 0.0
+    dropped: float = 0.0
+    write_error: float = 0.0  # per record, in batch and single-record writes
+    slow_seconds: float = 2.0
+    latency_seconds: float = 0.0  # added to every request
+    seed: int = 0
+
+
+class Faults:
+    """Seeded, thread-safe fault draws: the same plan and request order give the same faults."""
+
+    REQUEST_FAULTS = ("dropped", "rate_limited", "server_error", "slow")
+
+    def __init__(self, plan: FaultPlan | None = None):
+        self.plan = plan or FaultPlan()
+        self._random = random.Random(self.plan.seed)
+        self._lock = threading.Lock()
+
+    def configure(self, plan: FaultPlan) -> None:
+        with self._lock:
+            self.plan = plan
+            self._random = random.Random(plan.seed)
+
+    def next_request_fault(self) -> str | None:
+        with self._lock:
+            draw = self._random.random()
+        threshold = 0.0
+        for kind in self.REQUEST_FAULTS:
+            threshold += getattr(self.plan, kind)
+            if draw < threshold:
+                return kind
+        return None
+
+    def write_fails(self) -> bool:
+        if self.plan.write_error <= 0:
+            return False
+        with self._lock:
+            return self._random.random() < self.plan.write_error
+
+
+class CertificateAuthority:
+    """A local CA (kept in `directory` when given, so clients keep trusting it across restarts)."""
+
+    def __init__(self, directory: Path):
+        directory.mkdir(parents=True, exist_ok=True)
+        cert_path, key_path = directory / "sandbox-ca.pem", directory / "sandbox-ca-key.pem"
+        if cert_path.exists() and key_path.exists():
+            self._ca = trustme.CA.from_pem(cert_path.read_bytes(), key_path.read_bytes())
+        else:
+            self._ca = trustme.CA(organization_name="leadsync sandbox")
+            self._ca.cert_pem.write_to_path(str(cert_path))
+            self._ca.private_key_pem.write_to_path(str(key_path))
+            key_path.chmod(0o600)
+        self.cert_path = cert_path
+        self._server_cert = self._ca.issue_cert(*HOSTS)
+
+    def server_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self._server_cert.configure_cert(context)
+        return context
+
+
+class SandboxServer:
+    """One Api served over HTTPS in background threads; `stop()` shuts it down cleanly."""
+
+    def __init__(
+        self,
+        api: Api,
+        ca: CertificateAuthority,
+        faults: Faults,
+        port: int = 0,
+        host: str = "127.0.0.1",
+    ):
+        self.api, self.faults = api, faults
+        self._httpd = ThreadingHTTPServer((host, port), _handler_for(api, faults))
+        self._httpd.daemon_threads = True
+        context = ca.server_context()
+        self._httpd.socket = context.wrap_socket(self._httpd.socket, server_side=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, args=(0.05,), name=f"{api.name}-sandbox", daemon=True
+        )
+
+    @property
+    def base_url(self) -> str:
+        host, port = self._httpd.server_address[:2]
+        return f"https://{host}:{port}"
+
+    def start(self) -> SandboxServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(timeout=5)
+
+
+def _handler_for(api: Api, faults: Faults) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, as the real APIs
+        disable_nagle_algorithm = True  # headers and body go out in separate writes
+        server_version = f"leadsync-sandbox-{api.name}"
+
+        def do_GET(self) -> None:
+            self._serve()
+
+        do_POST = do_PATCH = do_PUT = do_DELETE = do_GET
+
+        def _serve(self) -> None:
+            url = urlsplit(self.path)
+            length = int(self.headers.get("Content-Length") or 0)
+            request = Request(
+                method=self.command,
+                path=url.path,
+                query=parse_qs(url.query, keep_blank_values=True),
+                headers={name.lower(): value for name, value in self.headers.items()},
+                body=self.rfile.read(length) if length else b"",
+            )
+            if faults.plan.latency_seconds:
+                time.sleep(faults.plan.latency_seconds)
+            fault = faults.next_request_fault()
+            if fault == "dropped":
+                self.close_connection = True
+                self.connection.shutdown(2)  # the peer sees the connection reset mid-request
+                return
+            if fault == "slow":
+                time.sleep(faults.plan.slow_seconds)
+            if fault in ("rate_limited", "server_error"):
+                response = api.fault_response(fault)
+            else:
+                response = api.handle(request)
+            self._send(response)
+
+        def _send(self, response: Response) -> None:
+            payload = response.encoded()
+            self.send_response(response.status)
+            if response.body is not None:
+                self.send_header("Content-Type", response.content_type)
+            for name, value in response.headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(payload)
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            pass  # tokens travel in headers; the sandbox never logs requests
+
+    return Handler

@@ -1,0 +1,138 @@
+"""Start both sandbox CRMs together: storage, seed data, TLS, credentials, and the info file
+that tells clients how to connect."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import tempfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from sandbox.http import CertificateAuthority, Faults, FaultPlan, SandboxServer
+from sandbox.hubspot import HubSpotApi, HubSpotSettings
+from sandbox.salesforce import SalesforceApi, SalesforceSettings
+from sandbox.seed import LeadMix, generate_leads
+from sandbox.store import Database
+
+
+@dataclass(frozen=True)
+class SandboxConfig:
+    leads: int = 1_000  # per CRM, seeded on first start only
+    seed: int = 0
+    data_dir: Path | None = None  # None: in memory, gone when stopped
+    salesforce_port: int = 0  # 0: any free port
+    hubspot_port: int = 0
+    faults: FaultPlan = field(default_factory=FaultPlan)
+    mix: LeadMix = field(default_factory=LeadMix)
+    salesforce: SalesforceSettings = field(default_factory=SalesforceSettings)
+    hubspot: HubSpotSettings = field(default_factory=HubSpotSettings)
+
+
+class Sandbox:
+    """Both CRMs, running. Use as a context manager, or `start()` and `stop()`."""
+
+    def __init__(self, config: SandboxConfig = SandboxConfig()):
+        self.config = config
+        self._scratch = None
+        if config.data_dir is None:
+            self._scratch = tempfile.TemporaryDirectory(prefix="leadsync-sandbox-")
+            directory = Path(self._scratch.name)
+        else:
+            directory = Path(config.data_dir)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.directory = directory
+        self.ca = CertificateAuthority(directory)
+        tokens = _tokens(directory if config.data_dir else None)
+        self.salesforce_faults = Faults(config.faults)
+        self.hubspot_faults = Faults(replace(config.faults, seed=config.faults.seed + 1))
+        self._databases = []
+        self.salesforce = SalesforceApi(
+            self._database("salesforce.sqlite3"),
+            self.salesforce_faults,
+            replace(config.salesforce, session_id=tokens["salesforce"]),
+        )
+        self.hubspot = HubSpotApi(
+            self._database("hubspot.sqlite3"),
+            self.hubspot_faults,
+            replace(config.hubspot, access_token=tokens["hubspot"]),
+        )
+        self._seed_empty()
+        self._servers = [
+            SandboxServer(self.salesforce, self.ca, self.salesforce_faults, config.salesforce_port),
+            SandboxServer(self.hubspot, self.ca, self.hubspot_faults, config.hubspot_port),
+        ]
+        self.salesforce.base_url = self._servers[0].base_url
+        self.hubspot.base_url = self._servers[1].base_url
+
+    def start(self) -> Sandbox:
+        for server in self._servers:
+            server.start()
+        return self
+
+    def stop(self) -> None:
+        for server in self._servers:
+            server.stop()
+        for database in self._databases:
+            database.close()
+        if self._scratch is not None:
+            self._scratch.cleanup()
+
+    def __enter__(self) -> Sandbox:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """How to connect, in the shape of the info file."""
+        return {
+            "salesforce": {
+                "instance_url": self.salesforce.base_url,
+                "session_id": self.salesforce.settings.session_id,
+                "token_url": f"{self.salesforce.base_url}/services/oauth2/token",
+                "client_id": self.salesforce.settings.client_id,
+                "client_secret": self.salesforce.settings.client_secret,
+                "username": self.salesforce.settings.username,
+                "password": self.salesforce.settings.password,
+            },
+            "hubspot": {
+                "base_url": self.hubspot.base_url,
+                "access_token": self.hubspot.settings.access_token,
+            },
+            "ca_cert": str(self.ca.cert_path),
+        }
+
+    def write_info(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.info, indent=2) + "\n")
+        path.chmod(0o600)  # it holds the sandbox's tokens
+
+    def _database(self, filename: str) -> Database:
+        database = Database(self.directory / filename if self.config.data_dir else None)
+        self._databases.append(database)
+        return database
+
+    def _seed_empty(self) -> None:
+        config = self.config
+        if config.leads and self.salesforce.lead_count() == 0:
+            self.salesforce.seed(generate_leads(config.leads, seed=config.seed, mix=config.mix))
+        if config.leads and self.hubspot.contact_count() == 0:
+            self.hubspot.seed(generate_leads(config.leads, seed=config.seed + 1, mix=config.mix))
+
+
+def _tokens(directory: Path | None) -> dict[str, str]:
+    """Fresh tokens per start in memory; in a data dir, the same tokens across restarts."""
+    path = directory / "tokens.json" if directory else None
+    if path is not None and path.exists():
+        return json.loads(path.read_text())
+    tokens = {
+        "salesforce": "00Dsandbox!" + secrets.token_urlsafe(24),
+        "hubspot": "pat-sandbox-" + secrets.token_urlsafe(24),
+    }
+    if path is not None:
+        path.write_text(json.dumps(tokens))
+        path.chmod(0o600)
+    return tokens

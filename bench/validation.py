@@ -1,0 +1,82 @@
+"""Lead contract validation against the API time it sits beside.
+
+`.venv/bin/python -m bench.validation [--rows N] [--latency S]`: validates N generated leads with
+the Great Expectations suite, then reads the same number of leads from the Salesforce sandbox
+(at S seconds of latency per call, like a real round trip) through the connector, and compares.
+The last line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+
+
+from connectors.retry import RetryPolicy
+from connectors.salesforce import SalesforceConnector, connect
+from connectors.credentials import SalesforceCredentials
+from expectations.suite import LeadContract
+from sandbox.http import FaultPlan
+from sandbox.run import Sandbox, SandboxConfig
+from sandbox.seed import generate_leads
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--latency", type=float, default=0.15)
+    args = parser.parse_args()
+
+    leads = generate_leads(args.rows, seed=1)
+    contract = LeadContract()
+    started = time.perf_counter()
+    result = contract.validate(leads)
+    validate_s = time.perf_counter() - started
+    print(
+        f"validated {args.rows:,} rows in {validate_s:.2f}s "
+        f"({len(result.quarantined):,} quarantined)"
+    )
+
+    config = SandboxConfig(leads=args.rows, faults=FaultPlan(latency_seconds=args.latency))
+    with Sandbox(config) as sandbox:
+        info = sandbox.info
+        connector = SalesforceConnector(
+            connect(
+                SalesforceCredentials(
+                    instance_url=info["salesforce"]["instance_url"],
+                    session_id=info["salesforce"]["session_id"],
+                    ca_bundle=info["ca_cert"],
+                )
+            ),
+            retry=RetryPolicy(),
+        )
+        started = time.perf_counter()
+        read = sum(len(page) for page in connector.read_all())
+        read_s = time.perf_counter() - started
+    calls = connector.usage().reads
+    print(
+        f"read {read:,} leads from the Salesforce sandbox in {read_s:.2f}s "
+        f"({calls} calls at {args.latency * 1000:.0f} ms latency)"
+    )
+    hubspot_calls = math.ceil(args.rows / 100)
+    hubspot_s = hubspot_calls / 19.0  # list endpoint at 190 requests per 10 s
+    print(f"HubSpot would need {hubspot_calls} list calls: at least {hubspot_s:.0f}s at 190/10s")
+    print(
+        json.dumps(
+            {
+                "rows": args.rows,
+                "validate_s": round(validate_s, 3),
+                "validate_rows_per_s": round(args.rows / validate_s),
+                "salesforce_read_s": round(read_s, 3),
+                "salesforce_read_calls": calls,
+                "hubspot_min_read_s": round(hubspot_s, 1),
+                "validate_share_of_salesforce_read": round(validate_s / read_s, 3),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

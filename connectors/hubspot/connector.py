@@ -1,0 +1,385 @@
+"""HubSpot through hubspot-api-client: search pages of 200, list pages of 100, batches of 100.
+
+HubSpot search reaches at most 10,000 results per query. Reads that may match more are sliced:
+when a query nears the cap, a new one starts at the last sort value seen (inclusive) and the
+contacts already returned at that value are skipped, so every contact comes back exactly once.
+Calls are paced under the portal's per-10-second and per-second search budgets.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import pandas as pd
+import urllib3
+from hubspot import HubSpot
+from hubspot.crm.contacts.exceptions import ApiException
+
+from connectors.base import (
+    ApiUsage,
+    AuthenticationFailed,
+    ConnectorError,
+    DailyLimitReached,
+    MissingFields,
+    write_results,
+)
+from connectors.credentials import HubSpotCredentials, hubspot_credentials
+from connectors.hubspot import records
+from connectors.hubspot.properties import CUSTOM_PROPERTIES
+from connectors.mapping import FieldMapping, load_mapping
+from connectors.pacing import Pacer
+from connectors.retry import RetryPolicy, Transient, call_with_retries
+
+DEFAULT_MAPPING = Path(__file__).with_name("mapping.yaml")
+SEARCH_PAGE, SEARCH_CAP, LIST_PAGE, BATCH_SIZE = 200, 10_000, 100, 100
+ID_PROPERTY = "hs_object_id"
+WINDOW_MARGIN_SECONDS = 0.05
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class HubSpotLimits:
+    """The portal's request budgets (Professional and Enterprise: 190 per 10 s; search 5/s)."""
+
+    per_ten_seconds: int = 190
+    search_per_second: int = 5
+
+
+def connect(credentials: HubSpotCredentials) -> HubSpot:
+    """A client for the portal; retries are ours (connectors.retry), so urllib3's are off."""
+    return HubSpot(
+        access_token=credentials.access_token.get_secret_value(),
+        host=credentials.base_url.rstrip("/"),
+        ssl_ca_cert=credentials.ca_bundle,
+        retry=False,
+    )
+
+
+class HubSpotConnector:
+    source = "hubspot"
+    page_size = SEARCH_PAGE
+    write_batch_size = BATCH_SIZE
+
+    def __init__(
+        self,
+        client: HubSpot,
+        mapping: FieldMapping | None = None,
+        limits: HubSpotLimits = HubSpotLimits(),
+        retry: RetryPolicy = RetryPolicy(),
+    ):
+        self.client = client
+        self.mapping = mapping or load_mapping(DEFAULT_MAPPING)
+        self.retry = retry
+        # A little longer than HubSpot's windows: its clock starts when a request arrives.
+        self._pace = Pacer(limits.per_ten_seconds, 10.0 + WINDOW_MARGIN_SECONDS)
+        self._pace_search = Pacer(limits.search_per_second, 1.0 + WINDOW_MARGIN_SECONDS)
+        self._reads = self._writes = 0
+        self._daily: tuple[int, int] | None = None  # (remaining, limit) from the last response
+
+    @classmethod
+    def from_settings(
+        cls,
+        block: str | None = None,
+        mapping_path: str | Path | None = None,
+        limits: HubSpotLimits = HubSpotLimits(),
+    ) -> HubSpotConnector:
+        mapping = load_mapping(mapping_path) if mapping_path else None
+        return cls(connect(hubspot_credentials(block)), mapping, limits)
+
+    @property
+    def _properties(self) -> list[str]:
+        return [field for field in self.mapping.read.values() if field != ID_PROPERTY]
+
+    def check_fields(self) -> None:
+        missing = self._missing_properties()
+        if missing:
+            raise MissingFields(
+                self.source,
+                missing,
+                "Create them with `python -m connectors create-hubspot-properties` (or in "
+                "Settings > Properties), or map other properties in the field mapping file.",
+            )
+
+    def create_missing_properties(self) -> list[str]:
+        """Create the mapped leadsync custom properties the portal lacks; returns their names."""
+        missing = self._missing_properties()
+        unknown = [name for name in missing if name not in CUSTOM_PROPERTIES]
+        if unknown:
+            raise ConnectorError(
+                f"no definition for {', '.join(unknown)}: create them in "
+                "HubSpot (Settings > Properties) or map other properties"
+            )
+        for name in missing:
+            self._call(
+                lambda name=name: self.client.crm.properties.core_api.create(
+                    object_type=self.mapping.object,
+                    property_create=CUSTOM_PROPERTIES[name],
+                    _preload_content=False,
+                ),
+                read=False,
+            )
+        return missing
+
+    def _missing_properties(self) -> list[str]:
+        existing = self._call(
+            lambda: self.client.crm.properties.core_api.get_all(
+                object_type=self.mapping.object, _preload_content=False
+            ),
+            read=True,
+        )
+        return self.mapping.missing_from(
+            {prop["name"] for prop in existing["results"]} | {ID_PROPERTY}
+        )
+
+    def read_modified(self, since: datetime, until: datetime) -> Iterator[pd.DataFrame]:
+        stamp = self.mapping.modified_field
+        window = [
+            {"propertyName": stamp, "operator": "GTE", "value": records.epoch_millis(since)},
+            {"propertyName": stamp, "operator": "LT", "value": records.epoch_millis(until)},
+        ]
+        return self._search_sliced([window], stamp)
+
+    def read_stale(self, qualified_before: datetime) -> Iterator[pd.DataFrame]:
+        qualified = self.mapping.write.get("qualified_at", self.mapping.read["qualified_at"])
+        open_only = []
+        if self.mapping.closed_statuses:
+            open_only = [
+                {
+                    "propertyName": self.mapping.read["crm_status"],
+                    "operator": "NOT_IN",
+                    "values": list(self.mapping.closed_statuses),
+                }
+            ]
+        groups = [
+            [
+                {
+                    "propertyName": qualified,
+                    "operator": "LT",
+                    "value": records.epoch_millis(qualified_before),
+                },
+                *open_only,
+            ],
+            [{"propertyName": qualified, "operator": "NOT_HAS_PROPERTY"}, *open_only],
+        ]
+        return self._search_sliced(groups, ID_PROPERTY)
+
+    def read_all(self) -> Iterator[pd.DataFrame]:
+        """Every contact through the list endpoint, which has no 10,000 cap."""
+        after = None
+        while True:
+            page = self._call(
+                lambda after=after: self.client.crm.contacts.basic_api.get_page(
+                    limit=LIST_PAGE,
+                    after=after,
+                    properties=self._properties,
+                    archived=False,
+                    _preload_content=False,
+                ),
+                read=True,
+            )
+            yield records.to_frame(page["results"], self.mapping)
+            after = _next_after(page)
+            if after is None:
+                return
+
+    def read_by_ids(self, crm_ids: Sequence[str]) -> pd.DataFrame:
+        ids = list(dict.fromkeys(str(crm_id) for crm_id in crm_ids))
+        frames = []
+        for start in range(0, len(ids), BATCH_SIZE):
+            body = {
+                "inputs": [{"id": crm_id} for crm_id in ids[start : start + BATCH_SIZE]],
+                "properties": self._properties,
+            }
+            page = self._call(
+                lambda body=body: self.client.crm.contacts.batch_api.read(
+                    batch_read_input_simple_public_object_id=body,
+                    archived=False,
+                    _preload_content=False,
+                ),
+                read=True,
+            )
+            frames.append(records.to_frame(page["results"], self.mapping))
+        return (
+            pd.concat(frames, ignore_index=True) if frames else records.to_frame([], self.mapping)
+        )
+
+    def write(self, updates: pd.DataFrame) -> pd.DataFrame:
+        reports = []
+        for start in range(0, len(updates), BATCH_SIZE):
+            inputs = records.to_inputs(updates.iloc[start : start + BATCH_SIZE], self.mapping)
+            ids = [item["id"] for item in inputs]
+            try:
+                response = self._call(
+                    lambda inputs=inputs: self.client.crm.contacts.batch_api.update(
+                        batch_input_simple_public_object_batch_input={"inputs": inputs},
+                        _preload_content=False,
+                    ),
+                    read=False,
+                )
+            except (Transient, ApiException, urllib3.exceptions.HTTPError) as error:
+                reports.append(write_results(ids, [_batch_failure(error)] * len(ids)))
+                continue
+            reports.append(write_results(ids, _errors_by_id(ids, response)))
+        return pd.concat(reports, ignore_index=True) if reports else write_results([], [])
+
+    def usage(self) -> ApiUsage:
+        remaining, limit = self._daily if self._daily else (None, None)
+        return ApiUsage(self._reads, self._writes, remaining, limit)
+
+    def _search_sliced(
+        self, groups: list[list[dict]], sort_property: str
+    ) -> Iterator[pd.DataFrame]:
+        properties = self._properties
+        if sort_property not in properties and sort_property != ID_PROPERTY:
+            properties = [*properties, sort_property]
+        floor: str | None = None  # restart point: sort values >= floor
+        seen_at_floor: set[str] = set()
+        while True:
+            query = (
+                groups
+                if floor is None
+                else [
+                    [*group, {"propertyName": sort_property, "operator": "GTE", "value": floor}]
+                    for group in groups
+                ]
+            )
+            last_value, ids_at_last, after, returned = None, set(), None, 0
+            while True:
+                body = records.search_body(
+                    [records.filter_group(*g) for g in query],
+                    sort_property,
+                    properties,
+                    SEARCH_PAGE,
+                    after,
+                )
+                page = self._call(lambda body=body: self._search(body), read=True)
+                fresh = [c for c in page["results"] if c["id"] not in seen_at_floor]
+                if fresh:
+                    yield records.to_frame(fresh, self.mapping)
+                for contact in page["results"]:
+                    value = _sort_value(contact, sort_property)
+                    if value != last_value:
+                        last_value, ids_at_last = value, set()
+                    ids_at_last.add(contact["id"])
+                returned += len(page["results"])
+                after = _next_after(page)
+                if after is None:
+                    return
+                if returned >= SEARCH_CAP:
+                    break
+            if floor is not None and last_value == floor:  # a whole slice at one value: stuck
+                raise ConnectorError(
+                    f"{SEARCH_CAP:,} or more contacts share {sort_property} = "
+                    f"{floor}; HubSpot search cannot page past them"
+                )
+            floor, seen_at_floor = last_value, ids_at_last
+
+    def _search(self, body: dict):
+        self._pace_search.wait()
+        return self.client.crm.contacts.search_api.do_search(
+            public_object_search_request=body, _preload_content=False
+        )
+
+    def _call(self, request, read: bool):
+        def paced():
+            self._pace.wait()
+            if read:
+                self._reads += 1
+            else:
+                self._writes += 1
+            # Raw JSON, not the client's models: building those costs more than the call itself.
+            response = request()
+            self._remember_daily(response.headers)
+            return json.loads(response.data) if response.data else {}
+
+        return call_with_retries(paced, self._classify, self.retry, on_retry=_log_retry)
+
+    def _remember_daily(self, headers) -> None:
+        if headers and headers.get("X-HubSpot-RateLimit-Daily-Remaining") is not None:
+            self._daily = (
+                int(headers["X-HubSpot-RateLimit-Daily-Remaining"]),
+                int(headers["X-HubSpot-RateLimit-Daily"]),
+            )
+
+    def _classify(self, error: Exception) -> Exception:
+        if isinstance(error, ApiException) and error.headers:
+            self._remember_daily(error.headers)
+        return classify(error)
+
+
+def classify(error: Exception) -> Exception:
+    """Sort hubspot-api-client's failures: transient ones are retried, the rest stop the run."""
+    if isinstance(error, ApiException):
+        if error.status == 401:
+            return AuthenticationFailed(
+                "HubSpot refused the access token (401): check the "
+                "private app token and its scopes."
+            )
+        if error.status == 429:
+            if _body(error).get("policyName") == "DAILY":
+                return DailyLimitReached(
+                    "HubSpot's daily API limit is spent; the run stops and "
+                    "the next run after the limit resets picks up from here."
+                )
+            return Transient("HubSpot answered 429", _retry_after(error))
+        if error.status >= 500 or error.status == 0:
+            return Transient(f"HubSpot answered {error.status}")
+    if isinstance(error, urllib3.exceptions.HTTPError):
+        return Transient(f"connection to HubSpot failed: {type(error).__name__}")
+    return error
+
+
+def _body(error: ApiException) -> dict:
+    try:
+        body = json.loads(error.body or "{}")
+    except (TypeError, ValueError):
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _retry_after(error: ApiException) -> float | None:
+    value = (error.headers or {}).get("Retry-After")
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _sort_value(contact: dict, sort_property: str) -> str:
+    """The contact's sort value as a search filter wants it (datetimes in epoch milliseconds)."""
+    if sort_property == ID_PROPERTY:
+        return str(contact["id"])
+    return records.epoch_millis(pd.Timestamp(contact["properties"][sort_property]))
+
+
+def _next_after(page: dict) -> str | None:
+    return (page.get("paging") or {}).get("next", {}).get("after")
+
+
+def _errors_by_id(ids: list[str], response: dict) -> list[str | None]:
+    messages: dict[str, str] = {}
+    for error in response.get("errors") or []:
+        for failed in (error.get("context") or {}).get("ids", []):
+            messages[str(failed)] = f"{error.get('category')}: {error.get('message')}"[:500]
+    succeeded = {str(result["id"]) for result in response.get("results", [])}
+    return [
+        None if crm_id in succeeded else messages.get(crm_id, "not updated; no error given")
+        for crm_id in ids
+    ]
+
+
+def _batch_failure(error: Exception) -> str:
+    if isinstance(error, ApiException):
+        return f"batch failed: HubSpot answered {error.status}: {_body(error).get('message', '')}"[
+            :500
+        ]
+    return f"batch failed: {error}"[:500]
+
+
+def _log_retry(error: Transient, attempt: int) -> None:
+    log.warning("HubSpot call failed (%s), retrying (attempt %d)", error, attempt)

@@ -1,0 +1,212 @@
+"""Salesforce through simple-salesforce: pages of 2,000 leads, composite updates of 200."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from pathlib import Path
+
+import pandas as pd
+import requests
+from simple_salesforce import Salesforce
+from simple_salesforce.exceptions import (
+    SalesforceError,
+    SalesforceExpiredSession,
+    SalesforceGeneralError,
+    SalesforceRefusedRequest,
+)
+
+from connectors.base import (
+    ApiUsage,
+    AuthenticationFailed,
+    DailyLimitReached,
+    MissingFields,
+    write_results,
+)
+from connectors.credentials import SalesforceCredentials, salesforce_credentials
+from connectors.mapping import FieldMapping, load_mapping
+from connectors.retry import RetryPolicy, Transient, call_with_retries
+from connectors.salesforce import records
+
+DEFAULT_MAPPING = Path(__file__).with_name("mapping.yaml")
+PAGE_SIZE = 2_000
+COLLECTION_SIZE = 200
+TRANSIENT_STATUSES = {429, 500, 502, 503, 504}
+log = logging.getLogger(__name__)
+
+
+def connect(credentials: SalesforceCredentials) -> Salesforce:
+    """A signed-in client; TLS verification stays on (with the given CA bundle, if any)."""
+    session = requests.Session()
+    if credentials.ca_bundle:
+        session.verify = credentials.ca_bundle
+        session.trust_env = False  # else REQUESTS_CA_BUNDLE in the environment would override it
+    secret = lambda value: value.get_secret_value() if value else None  # noqa: E731
+    if credentials.session_id:
+        return Salesforce(
+            instance_url=credentials.instance_url,
+            session_id=secret(credentials.session_id),
+            session=session,
+        )
+    if credentials.username:
+        return Salesforce(
+            username=credentials.username,
+            password=secret(credentials.password),
+            security_token=secret(credentials.security_token),
+            domain=credentials.domain,
+            session=session,
+        )
+    return Salesforce(
+        consumer_key=credentials.consumer_key,
+        consumer_secret=secret(credentials.consumer_secret),
+        domain=credentials.domain,
+        session=session,
+    )
+
+
+class SalesforceConnector:
+    source = "salesforce"
+    page_size = PAGE_SIZE
+    write_batch_size = COLLECTION_SIZE
+
+    def __init__(
+        self,
+        client: Salesforce,
+        mapping: FieldMapping | None = None,
+        retry: RetryPolicy = RetryPolicy(),
+    ):
+        self.client = client
+        self.mapping = mapping or load_mapping(DEFAULT_MAPPING)
+        self.retry = retry
+        self._reads = self._writes = 0
+
+    @classmethod
+    def from_settings(
+        cls,
+        block: str | None = None,
+        mapping_path: str | Path | None = None,
+        retry: RetryPolicy = RetryPolicy(),
+    ) -> SalesforceConnector:
+        mapping = load_mapping(mapping_path) if mapping_path else None
+        return cls(connect(salesforce_credentials(block)), mapping, retry)
+
+    def check_fields(self) -> None:
+        describe = self._call(
+            lambda: getattr(self.client, self.mapping.object).describe(), read=True
+        )
+        missing = self.mapping.missing_from({field["name"] for field in describe["fields"]})
+        if missing:
+            raise MissingFields(
+                self.source,
+                missing,
+                f"Create them in Setup > Object Manager > {self.mapping.object} > Fields & "
+                "Relationships (see README, 'Pointing leadsync at real CRMs'), or map other "
+                "fields in the field mapping file.",
+            )
+
+    def read_modified(self, since: datetime, until: datetime) -> Iterator[pd.DataFrame]:
+        return self._pages(records.select_modified(self.mapping, since, until))
+
+    def read_all(self) -> Iterator[pd.DataFrame]:
+        return self._pages(records.select_all(self.mapping))
+
+    def read_stale(self, qualified_before: datetime) -> Iterator[pd.DataFrame]:
+        return self._pages(records.select_stale(self.mapping, qualified_before))
+
+    def read_by_ids(self, crm_ids: Sequence[str]) -> pd.DataFrame:
+        ids = list(dict.fromkeys(crm_ids))
+        frames = [
+            frame
+            for start in range(0, len(ids), PAGE_SIZE)
+            for frame in self._pages(
+                records.select_by_ids(self.mapping, ids[start : start + PAGE_SIZE])
+            )
+        ]
+        return (
+            pd.concat(frames, ignore_index=True) if frames else records.to_frame([], self.mapping)
+        )
+
+    def write(self, updates: pd.DataFrame) -> pd.DataFrame:
+        reports = []
+        for start in range(0, len(updates), COLLECTION_SIZE):
+            batch = records.to_records(updates.iloc[start : start + COLLECTION_SIZE], self.mapping)
+            ids = [record["id"] for record in batch]
+            try:
+                results = self._call(
+                    lambda batch=batch: self.client.restful(
+                        "composite/sobjects",
+                        method="PATCH",
+                        json={"allOrNone": False, "records": batch},
+                    ),
+                    read=False,
+                )
+            except (Transient, SalesforceError) as error:  # the whole call failed: every record did
+                reports.append(write_results(ids, [f"batch failed: {error}"[:500]] * len(ids)))
+                continue
+            # Results come in input order; failed ones may carry no id, so match by position.
+            errors = [
+                None if result.get("success") else _describe_errors(result.get("errors"))
+                for result in results
+            ]
+            reports.append(write_results(ids, errors))
+        return pd.concat(reports, ignore_index=True) if reports else write_results([], [])
+
+    def usage(self) -> ApiUsage:
+        usage = (self.client.api_usage or {}).get("api-usage")
+        limit = getattr(usage, "total", None)
+        remaining = limit - usage.used if usage is not None else None
+        return ApiUsage(self._reads, self._writes, remaining, limit)
+
+    def _pages(self, soql: str) -> Iterator[pd.DataFrame]:
+        page = self._call(lambda: self.client.query(soql), read=True)
+        while True:
+            yield records.to_frame(page["records"], self.mapping)
+            if page.get("done", True) or not page.get("nextRecordsUrl"):
+                return
+            next_url = page["nextRecordsUrl"]
+            page = self._call(
+                lambda next_url=next_url: self.client.query_more(next_url, identifier_is_url=True),
+                read=True,
+            )
+
+    def _call(self, request, read: bool):
+        def counted():
+            if read:
+                self._reads += 1
+            else:
+                self._writes += 1
+            return request()
+
+        return call_with_retries(counted, classify, self.retry, on_retry=_log_retry)
+
+
+def classify(error: Exception) -> Exception:
+    """Sort simple-salesforce's failures: transient ones are retried, the rest stop the run."""
+    if isinstance(error, SalesforceExpiredSession):
+        return AuthenticationFailed(
+            "Salesforce refused the session: it expired or is invalid. "
+            "Sign in again or update the credentials."
+        )
+    if isinstance(error, SalesforceRefusedRequest) and "REQUEST_LIMIT_EXCEEDED" in str(
+        error.content
+    ):
+        return DailyLimitReached(
+            "Salesforce's daily API request limit is spent; the run stops "
+            "and the next run after the limit resets picks up from here."
+        )
+    if isinstance(error, SalesforceGeneralError) and error.status in TRANSIENT_STATUSES:
+        return Transient(f"Salesforce answered {error.status}")
+    if isinstance(error, requests.ConnectionError | requests.Timeout):
+        return Transient(f"connection to Salesforce failed: {type(error).__name__}")
+    return error
+
+
+def _describe_errors(errors: list[dict] | None) -> str:
+    if not errors:
+        return "failed without an error message"
+    return "; ".join(f"{e.get('statusCode')}: {e.get('message')}" for e in errors)[:500]
+
+
+def _log_retry(error: Transient, attempt: int) -> None:
+    log.warning("Salesforce call failed (%s), retrying (attempt %d)", error, attempt)

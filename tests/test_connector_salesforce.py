@@ -1,0 +1,192 @@
+"""The Salesforce connector against the sandbox, through simple-salesforce."""
+
+from __future__ import annotations
+
+import logging
+
+import pandas as pd
+import pytest
+
+from connectors import AuthenticationFailed, DailyLimitReached, MissingFields, connector_for
+from connectors.credentials import SalesforceCredentials
+from connectors.mapping import load_mapping
+from connectors.retry import RetryPolicy
+from connectors.salesforce import SalesforceConnector, connect
+from connectors.salesforce.connector import DEFAULT_MAPPING
+from connectors.salesforce.records import UnsafeValue
+from sandbox.http import FaultPlan
+from sandbox.seed import generate_leads
+
+FAST_RETRIES = RetryPolicy(attempts=12, initial_seconds=0.01, max_seconds=0.05, jitter_seconds=0.01)
+NOW = pd.Timestamp.now(tz="UTC").floor("s")
+
+
+def make_connector(
+    sandbox, retry=FAST_RETRIES, mapping=None, session_id=None
+) -> SalesforceConnector:
+    info = sandbox.info
+    credentials = SalesforceCredentials(
+        instance_url=info["salesforce"]["instance_url"],
+        session_id=session_id or info["salesforce"]["session_id"],
+        ca_bundle=info["ca_cert"],
+    )
+    return SalesforceConnector(connect(credentials), mapping, retry)
+
+
+def seed_with_ties(sandbox, count: int, stamps: int) -> pd.DataFrame:
+    """Leads sharing only `stamps` distinct modification times, so ties straddle page edges."""
+    leads = generate_leads(count, seed=3, now=NOW)
+    leads["modified_at"] = NOW - pd.to_timedelta(leads.index % stamps, unit="h")
+    sandbox.salesforce.seed(leads)
+    return leads
+
+
+def test_incremental_read_with_ties_at_page_boundaries_returns_each_lead_once(start_sandbox):
+    sandbox = start_sandbox()
+    seed_with_ties(sandbox, 5_000, stamps=3)
+    connector = make_connector(sandbox)
+    pages = list(connector.read_modified(NOW - pd.Timedelta(days=1), NOW + pd.Timedelta(seconds=1)))
+    assert [len(page) for page in pages] == [2000, 2000, 1000]
+    ids = pd.concat(pages)["crm_id"]
+    assert ids.is_unique and len(ids) == 5_000
+    edges = [
+        (pages[i]["modified_at"].iloc[-1], pages[i + 1]["modified_at"].iloc[0]) for i in range(2)
+    ]
+    assert any(last == first for last, first in edges), "the test needs a tie across a page edge"
+    stamps = pd.concat(pages)["modified_at"]
+    assert stamps.is_monotonic_increasing
+    assert connector.usage().reads == 3
+
+
+def test_windows_are_half_open_and_timezone_independent(start_sandbox):
+    sandbox = start_sandbox()
+    seed_with_ties(sandbox, 300, stamps=3)
+    connector = make_connector(sandbox)
+    middle = NOW - pd.Timedelta(hours=1)
+
+    def read(since, until):
+        return set(pd.concat(connector.read_modified(since, until))["crm_id"])
+
+    older, newer = (
+        read(NOW - pd.Timedelta(hours=5), middle),
+        read(middle, NOW + pd.Timedelta(hours=1)),
+    )
+    assert older.isdisjoint(newer) and len(older | newer) == 300
+    new_york = "America/New_York"
+    assert (
+        read(middle.tz_convert(new_york), (NOW + pd.Timedelta(hours=1)).tz_convert(new_york))
+        == newer
+    )
+
+
+def test_read_all_by_ids_and_stale(start_sandbox):
+    sandbox = start_sandbox(leads=2_500)
+    connector = make_connector(sandbox)
+    everyone = pd.concat(connector.read_all())
+    assert len(everyone) == 2_500 and everyone["crm_id"].is_unique
+    assert set(everyone["source"]) == {"salesforce"}
+
+    some = everyone["crm_id"].sample(7, random_state=1).tolist()
+    assert set(connector.read_by_ids(some)["crm_id"]) == set(some)
+
+    long_ago = NOW - pd.Timedelta(days=90)
+    fresh, old = everyone["crm_id"].iloc[:10].tolist(), everyone["crm_id"].iloc[10:20].tolist()
+    connector.write(pd.DataFrame({"crm_id": fresh, "qualified_at": NOW}))
+    connector.write(pd.DataFrame({"crm_id": old, "qualified_at": long_ago}))
+    stale = set(pd.concat(connector.read_stale(NOW - pd.Timedelta(days=30)))["crm_id"])
+    closed = set(everyone.loc[everyone["crm_status"].str.startswith("Closed"), "crm_id"])
+    expected = set(everyone["crm_id"]) - set(fresh) - closed
+    assert stale == expected
+
+
+def test_write_reports_each_record_and_partial_failures(start_sandbox):
+    sandbox = start_sandbox(leads=300)
+    connector = make_connector(sandbox)
+    ids = pd.concat(connector.read_all())["crm_id"].tolist()[:250]
+    updates = pd.DataFrame(
+        {
+            "crm_id": ids,
+            "status": "Nurture",
+            "score": 41,
+            "reason": "ICP industry: SaaS (+20)",
+            "qualified_at": NOW,
+        }
+    )
+    updates.loc[5, "status"] = "Maybe"  # not in the picklist
+    updates.loc[7, "crm_id"] = "00Q000000000000AAA"  # no such lead
+    report = connector.write(updates)
+    assert report["crm_id"].tolist() == updates["crm_id"].tolist()
+    assert report["success"].sum() == 248
+    assert "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST" in report.loc[5, "error"]
+    assert report.loc[7, "error"]
+    assert connector.usage().writes == 2  # 200 + 50: the largest collections allowed
+    written = connector.read_by_ids(ids[:3])
+    assert set(written["status"]) == {"Nurture"} and set(written["score"]) == {41}
+
+
+def test_retries_under_injected_faults_end_with_the_right_data(start_sandbox):
+    faults = FaultPlan(rate_limited=0.15, server_error=0.15, dropped=0.1, seed=9)
+    sandbox = start_sandbox(leads=4_500, faults=faults)
+    connector = make_connector(sandbox)
+    everyone = pd.concat(connector.read_all())
+    assert len(everyone) == 4_500 and everyone["crm_id"].is_unique
+    ids = everyone["crm_id"].tolist()[:400]
+    report = connector.write(pd.DataFrame({"crm_id": ids, "score": 55}))
+    assert report["success"].all()
+    sandbox.salesforce_faults.configure(FaultPlan())
+    assert set(make_connector(sandbox).read_by_ids(ids)["score"]) == {55}
+
+
+def test_daily_limit_and_bad_token_stop_with_a_clear_error(start_sandbox):
+    sandbox = start_sandbox(leads=10)
+    sandbox.salesforce.daily.used = sandbox.salesforce.daily.limit
+    with pytest.raises(DailyLimitReached, match="daily API request limit"):
+        list(make_connector(sandbox).read_all())
+    with pytest.raises(AuthenticationFailed, match="expired or is invalid"):
+        list(make_connector(sandbox, session_id="00Dwrong!token").read_all())
+
+
+def test_secrets_never_reach_logs_reprs_or_errors(start_sandbox, caplog):
+    sandbox = start_sandbox(leads=4_500, faults=FaultPlan(server_error=0.5, seed=2))
+    secret = sandbox.info["salesforce"]["session_id"]
+    caplog.set_level(logging.DEBUG)
+    connector = make_connector(sandbox)
+    list(connector.read_all())
+    with pytest.raises(AuthenticationFailed) as refused:
+        list(make_connector(sandbox, session_id=secret + "x").read_all())
+    credentials = SalesforceCredentials(instance_url="https://x", session_id=secret)
+    assert "retrying" in caplog.text
+    for text in (caplog.text, repr(credentials), str(credentials), str(refused.value)):
+        assert secret not in text
+
+
+def test_soql_injection_in_a_parameter_is_rejected_or_escaped(start_sandbox):
+    sandbox = start_sandbox(leads=100)
+    connector = make_connector(sandbox)
+    with pytest.raises(UnsafeValue):
+        connector.read_by_ids(["00Q000000000000AAA' OR Name != '"])
+    with pytest.raises(UnsafeValue):
+        list(connector.read_modified("2026-01-01' OR Id != '", NOW))
+    tricky = load_mapping(DEFAULT_MAPPING).model_copy(
+        update={"closed_statuses": ["Closed - Converted') OR (Status != '"]}
+    )
+    stale = pd.concat(make_connector(sandbox, mapping=tricky).read_stale(NOW))
+    assert len(stale) == 100  # the odd status is a value, not SOQL: it excludes nothing
+
+
+def test_missing_custom_field_is_named_with_how_to_create_it(start_sandbox):
+    sandbox = start_sandbox()
+    mapping = load_mapping(DEFAULT_MAPPING)
+    broken = mapping.model_copy(update={"write": {**mapping.write, "score": "Lead_Grade__c"}})
+    make_connector(sandbox).check_fields()
+    with pytest.raises(MissingFields, match="Lead_Grade__c.*Setup > Object Manager > Lead"):
+        make_connector(sandbox, mapping=broken).check_fields()
+
+
+def test_connector_for_uses_the_sandbox_info_file(start_sandbox, tmp_path, monkeypatch):
+    sandbox = start_sandbox(leads=25)
+    sandbox.write_info(tmp_path / "info.json")
+    monkeypatch.setenv("LEADSYNC_SANDBOX_INFO", str(tmp_path / "info.json"))
+    for name in ("SALESFORCE_SESSION_ID", "SALESFORCE_USERNAME", "SALESFORCE_CONSUMER_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    assert len(pd.concat(connector_for("salesforce").read_all())) == 25

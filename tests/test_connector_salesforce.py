@@ -190,3 +190,19 @@ def test_connector_for_uses_the_sandbox_info_file(start_sandbox, tmp_path, monke
     for name in ("SALESFORCE_SESSION_ID", "SALESFORCE_USERNAME", "SALESFORCE_CONSUMER_KEY"):
         monkeypatch.delenv(name, raising=False)
     assert len(pd.concat(connector_for("salesforce").read_all())) == 25
+
+
+def test_a_window_across_a_daylight_saving_change_reads_the_right_hours(start_sandbox):
+    sandbox = start_sandbox()
+    leads = generate_leads(240, seed=6, now=NOW)
+    leads["modified_at"] = pd.Timestamp("2026-03-08T05:00:00Z") + pd.to_timedelta(
+        leads.index, unit="min"
+    )  # New York springs forward at 07:00 UTC that day
+    sandbox.salesforce.seed(leads)
+    new_york = "America/New_York"
+    since = pd.Timestamp("2026-03-08T01:00:00").tz_localize(new_york)  # EST, 06:00 UTC
+    until = pd.Timestamp("2026-03-08T04:00:00").tz_localize(new_york)  # EDT, 08:00 UTC
+    read = pd.concat(make_connector(sandbox).read_modified(since, until))
+    assert len(read) == 120
+    assert read["modified_at"].min() == pd.Timestamp("2026-03-08T06:00:00Z")
+    assert read["modified_at"].max() == pd.Timestamp("2026-03-08T07:59:00Z")

@@ -1,0 +1,286 @@
+"""The flows RevOps runs: sync, backfill, requalify, roll back. Orchestration only: the CRM
+work is in connectors/, the scoring in scoring/, the contract in expectations/."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+import pandas as pd
+from prefect import flow, get_client, get_run_logger
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.concurrency.sync import concurrency
+from prefect.runtime import flow_run
+from prefect.states import Completed, Failed, State
+
+from connectors import Connector, connector_for
+from expectations.suite import LeadContract
+from flows.artifacts import publish
+from flows.ledger import Ledger, as_text
+from flows.pipeline import Pipeline, RunReport
+from scoring import DEFAULT_RULES_PATH, load_rules
+
+Source = Literal["salesforce", "hubspot"]
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _run_name(kind: str) -> Callable[[], str]:
+    def name() -> str:
+        parameters = flow_run.parameters
+        as_of = parameters.get("as_of") or flow_run.scheduled_start_time or datetime.now(UTC)
+        stamp = pd.Timestamp(as_of).tz_convert("UTC").strftime("%Y-%m-%dT%H:%MZ")
+        return f"{parameters.get('source', 'crm')}-{kind}-{stamp}"
+
+    return name
+
+
+@flow(name="sync-leads", flow_run_name=_run_name("sync"))
+def sync_leads(
+    source: Source = "salesforce",
+    as_of: datetime | None = None,
+    dry_run: bool = False,
+    overlap_minutes: int = 10,
+    rules_path: str | None = None,
+    credentials_block: str | None = None,
+) -> State:
+    """Score the leads changed since the last sync and write status, score and reason back.
+
+    Args:
+        source: which CRM to sync.
+        as_of: the time to score at (default: now); a later time simulates the future.
+        dry_run: plan only: report what would change, write nothing, keep the watermark.
+        overlap_minutes: how far before the watermark to start reading, so no lead sharing a
+            timestamp with the last one read is missed (rewrites are diffs, so this is free).
+        rules_path: a scoring rules file other than scoring/rules.yaml.
+        credentials_block: a Prefect credentials block name (default: environment variables,
+            then the sandbox).
+    """
+    as_of, ledger = _as_of(as_of), Ledger()
+    connector = _connector(source, credentials_block)
+    watermark = ledger.watermark(source)
+    since = (watermark - timedelta(minutes=overlap_minutes)) if watermark else EPOCH
+    logger = get_run_logger()
+    logger.info("Syncing %s leads modified from %s to %s", source, since.isoformat(), as_of.isoformat())
+    with _writing(source, dry_run):
+        pipeline = _pipeline(connector, ledger, rules_path, as_of, dry_run)
+        owed = ledger.owed(source)
+        if owed:
+            logger.info("Retrying %d leads a previous run could not finish", len(owed))
+            pipeline.process(connector.read_by_ids(owed), f"{source}-owed")
+        chunks = connector.read_modified(since, as_of) if watermark else connector.read_all()
+        report = pipeline.process_all(chunks)
+    if not dry_run:
+        ledger.set_watermark(source, as_of, _run_id())
+    return _finish(report, source, "sync", connector, dry_run)
+
+
+@flow(name="backfill-leads", flow_run_name=_run_name("backfill"))
+def backfill_leads(
+    source: Source = "salesforce",
+    start: datetime | None = None,
+    end: datetime | None = None,
+    window_days: int = 7,
+    as_of: datetime | None = None,
+    dry_run: bool = False,
+    rules_path: str | None = None,
+    credentials_block: str | None = None,
+) -> State:
+    """Rescore every lead modified between start and end, window by window.
+
+    Safe to stop and rerun: a rerun with the same start and end resumes after the last finished
+    window. Without a start, every lead is read through the CRM's list/bulk path.
+
+    Args:
+        source: which CRM to backfill.
+        start: first modification time to include (default: the beginning).
+        end: modification time to stop before (default: as_of).
+        window_days: size of each window; progress is kept per window.
+        as_of: the time to score at (default: now).
+        dry_run: plan only: report what would change, write nothing.
+        rules_path: a scoring rules file other than scoring/rules.yaml.
+        credentials_block: a Prefect credentials block name.
+    """
+    as_of, ledger = _as_of(as_of), Ledger()
+    connector = _connector(source, credentials_block)
+    end = _utc(end) if end else as_of
+    with _writing(source, dry_run):
+        pipeline = _pipeline(connector, ledger, rules_path, as_of, dry_run)
+        if start is None:
+            report = pipeline.process_all(connector.read_all())
+        else:
+            report = _backfill_windows(pipeline, ledger, source, _utc(start), end, window_days, dry_run)
+    return _finish(report, source, "backfill", connector, dry_run)
+
+
+def _backfill_windows(pipeline: Pipeline, ledger: Ledger, source: str, start: datetime,
+                      end: datetime, window_days: int, dry_run: bool) -> RunReport:
+    checkpoint = f"backfill:{source}:{start.isoformat()}:{end.isoformat()}"
+    done = (ledger.watermark(checkpoint) or start) if not dry_run else start
+    total = (end - start).total_seconds() or 1.0
+    progress = create_progress_artifact(
+        progress=100 * (done - start).total_seconds() / total, key=f"{source}-backfill-progress",
+        description=f"{source} backfill {start:%Y-%m-%d} to {end:%Y-%m-%d}")
+    logger = get_run_logger()
+    while done < end:
+        window_end = min(done + timedelta(days=window_days), end)
+        pipeline.process_all(pipeline.connector.read_modified(done, window_end))
+        done = window_end
+        if not dry_run:
+            ledger.set_watermark(checkpoint, done, _run_id())
+        percent = 100 * (done - start).total_seconds() / total
+        update_progress_artifact(progress, percent)
+        logger.info("Backfill %s: %.0f%% (up to %s, %d leads read)", source, percent,
+                    done.isoformat(), pipeline.report.read)
+    return pipeline.report
+
+
+@flow(name="requalify-leads", flow_run_name=_run_name("requalify"))
+def requalify_leads(
+    source: Source = "salesforce",
+    as_of: datetime | None = None,
+    older_than_days: int = 7,
+    dry_run: bool = False,
+    rules_path: str | None = None,
+    credentials_block: str | None = None,
+) -> State:
+    """Rescore open leads whose qualification is older than `older_than_days`, with engagement
+    decayed and timelines expired as of `as_of`, so stale statuses change.
+
+    Args:
+        source: which CRM to requalify.
+        as_of: the time to score at (default: now); a later time simulates the future.
+        older_than_days: requalify leads last qualified longer ago than this.
+        dry_run: plan only: report how many statuses would move, write nothing.
+        rules_path: a scoring rules file other than scoring/rules.yaml.
+        credentials_block: a Prefect credentials block name.
+    """
+    as_of, ledger = _as_of(as_of), Ledger()
+    connector = _connector(source, credentials_block)
+    with _writing(source, dry_run):
+        pipeline = _pipeline(connector, ledger, rules_path, as_of, dry_run)
+        report = pipeline.process_all(connector.read_stale(as_of - timedelta(days=older_than_days)))
+    moved = int(report.transitions["leads"].sum()) if not report.transitions.empty else 0
+    note = f"{moved:,} leads {'would move' if dry_run else 'moved'} between statuses."
+    return _finish(report, source, "requalify", connector, dry_run, note)
+
+
+@flow(name="rollback-run", flow_run_name=lambda: f"{flow_run.parameters['source']}-rollback-"
+      f"{flow_run.parameters['run_id'][:8]}")
+def rollback_run(
+    source: Source,
+    run_id: str,
+    dry_run: bool = False,
+    credentials_block: str | None = None,
+) -> State:
+    """Restore the values a flow run wrote, from the audit ledger, except on leads changed since.
+
+    Args:
+        source: the CRM the run wrote to.
+        run_id: the flow run id whose writes to undo (see the run's page in the Prefect UI).
+        dry_run: report what would be restored, write nothing.
+        credentials_block: a Prefect credentials block name.
+    """
+    ledger = Ledger()
+    connector = _connector(source, credentials_block)
+    written = ledger.writes_of_run(run_id)
+    written = written[written["source"] == source]
+    logger = get_run_logger()
+    if written.empty:
+        return Failed(message=f"no writes to {source} recorded for run {run_id}")
+    current = connector.read_by_ids(written["crm_id"].unique().tolist()).set_index("crm_id")
+    restorable, changed = _restorable(written, current)
+    logger.info("Rolling back %d leads; %d changed since and are left alone", len(restorable),
+                len(changed))
+    report = RunReport(read=len(current), valid=len(current), scored=0, changed=len(restorable))
+    if not dry_run and len(restorable):
+        with _writing(source, dry_run):
+            result = connector.write(restorable)
+        done = result.loc[result["success"].astype(bool), "crm_id"]
+        undo = written[written["crm_id"].isin(done)].rename(columns={"old": "new", "new": "old"})
+        ledger.record_writes(_run_id(), source, undo)
+        report.written = len(done)
+        report.failed = int((~result["success"].astype(bool)).sum())
+        report.failures = result.loc[~result["success"].astype(bool)].to_dict("records")
+    note = (f"Rolling back run {run_id}: {len(restorable)} leads restored"
+            f"{' (dry run)' if dry_run else ''}; {len(changed)} changed since and left alone"
+            + (f": {', '.join(changed[:20])}" if changed else "") + ".")
+    return _finish(report, source, "rollback", connector, dry_run, note)
+
+
+def _restorable(written: pd.DataFrame, current: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Leads whose written fields still hold what the run wrote, with the old values to put
+    back; and the leads someone changed since."""
+    restore, changed = [], []
+    for crm_id, fields in written.groupby("crm_id", sort=False):
+        if crm_id not in current.index or any(
+            as_text(current.at[crm_id, row.field]) != row.new for row in fields.itertuples()
+        ):
+            changed.append(crm_id)
+            continue
+        restore.append({"crm_id": crm_id, **{row.field: _typed(row.field, row.old)
+                                             for row in fields.itertuples()}})
+    return pd.DataFrame(restore), changed
+
+
+def _typed(field: str, text: str | None):
+    if text is None:
+        return None
+    if field == "score":
+        return float(text)
+    if field == "qualified_at":
+        return pd.Timestamp(text)
+    return text
+
+
+def _pipeline(connector: Connector, ledger: Ledger, rules_path: str | None, as_of: datetime,
+              dry_run: bool) -> Pipeline:
+    rules = load_rules(rules_path or DEFAULT_RULES_PATH)
+    return Pipeline(connector, ledger, rules, LeadContract(now=pd.Timestamp(as_of)), as_of,
+                    _run_id(), dry_run)
+
+
+def _connector(source: str, block: str | None) -> Connector:
+    connector = connector_for(source, block)
+    connector.check_fields()
+    return connector
+
+
+@contextmanager
+def _writing(source: str, dry_run: bool) -> Iterator[None]:
+    """Only one run writes to a CRM at a time (a Prefect global concurrency limit)."""
+    if dry_run:
+        yield
+        return
+    name = f"leadsync-write-{source}"
+    with get_client(sync_client=True) as client:
+        client.upsert_global_concurrency_limit_by_name(name, 1)
+    with concurrency(name, occupy=1, strict=True):
+        yield
+
+
+def _finish(report: RunReport, source: str, kind: str, connector: Connector, dry_run: bool,
+            note: str = "") -> State:
+    summary = publish(report, source, kind, connector.usage(), dry_run, note)
+    get_run_logger().info("%s", summary.split("See also")[0])
+    if report.has_failures:
+        return Failed(message=f"{report.failed} records failed to write to {source}; they are "
+                              "retried next run (see the failures artifact)", data=report)
+    return Completed(message=f"{report.written} written, {report.changed} changed, "
+                             f"{report.quarantined} quarantined", data=report)
+
+
+def _as_of(as_of: datetime | None) -> datetime:
+    return _utc(as_of) if as_of else datetime.now(UTC).replace(microsecond=0)
+
+
+def _utc(moment: datetime) -> datetime:
+    stamp = pd.Timestamp(moment)
+    if stamp.tzinfo is None:
+        stamp = stamp.tz_localize("UTC")
+    return stamp.tz_convert("UTC").to_pydatetime()
+
+
+def _run_id() -> str:
+    return str(flow_run.id or "local")

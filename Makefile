@@ -19,7 +19,7 @@ $(INSTALLED): pyproject.toml constraints.txt
 	touch $@
 
 demo: $(INSTALLED)
-	$(BIN)/python -m flows.demo
+	PREFECT_LOGGING_LEVEL=WARNING $(BIN)/python -m flows.demo
 
 test: $(INSTALLED)
 	$(BIN)/python -m pytest

@@ -10,41 +10,62 @@ from connectors import ApiUsage
 from flows.pipeline import RunReport
 
 
-def publish(report: RunReport, source: str, kind: str, usage: ApiUsage, dry_run: bool,
-            note: str = "") -> str:
+def publish(
+    report: RunReport, source: str, kind: str, usage: ApiUsage, dry_run: bool, note: str = ""
+) -> str:
     """Create the run's artifacts; returns the summary markdown."""
     prefix = f"{source}-{kind}"
-    keys = {name: f"{prefix}-{name}" for name in ("transitions", "quarantine", "scores", "failures")}
+    keys = {
+        name: f"{prefix}-{name}" for name in ("transitions", "quarantine", "scores", "failures")
+    }
     create_table_artifact(
         key=keys["transitions"],
         table=_records(report.transitions.sort_values("leads", ascending=False)),
         description=f"{source} {kind}: status transitions"
         + (" that this dry run would make" if dry_run else ""),
     )
-    create_table_artifact(key=keys["quarantine"], table=report.quarantine or [{"crm_id": "none"}],
-                          description=f"{source} {kind}: leads failing the lead contract "
-                                      "(first 200), with the reason; fix them in the CRM")
+    create_table_artifact(
+        key=keys["quarantine"],
+        table=report.quarantine or [{"crm_id": "none"}],
+        description=f"{source} {kind}: leads failing the lead contract "
+        "(first 200), with the reason; fix them in the CRM",
+    )
     create_table_artifact(
         key=keys["scores"],
         table=[{"score": band, "leads": int(count)} for band, count in report.scores.items()],
-        description=f"{source} {kind}: score distribution")
-    create_table_artifact(key=keys["failures"], table=report.failures or [{"crm_id": "none"}],
-                          description=f"{source} {kind}: records the CRM refused (first 200); "
-                                      "retried next run")
+        description=f"{source} {kind}: score distribution",
+    )
+    create_table_artifact(
+        key=keys["failures"],
+        table=report.failures or [{"crm_id": "none"}],
+        description=f"{source} {kind}: records the CRM refused (first 200); retried next run",
+    )
     summary = _summary(report, source, kind, usage, dry_run, keys, note)
-    create_markdown_artifact(key=f"{prefix}-summary", markdown=summary,
-                             description=f"{source} {kind}: what this run did")
+    create_markdown_artifact(
+        key=f"{prefix}-summary", markdown=summary, description=f"{source} {kind}: what this run did"
+    )
     return summary
 
 
-def _summary(report: RunReport, source: str, kind: str, usage: ApiUsage, dry_run: bool,
-             keys: dict[str, str], note: str) -> str:
+def _summary(
+    report: RunReport,
+    source: str,
+    kind: str,
+    usage: ApiUsage,
+    dry_run: bool,
+    keys: dict[str, str],
+    note: str,
+) -> str:
     left = "unknown" if usage.remaining is None else f"{usage.remaining:,} of {usage.limit:,}"
     rows = [
-        ("read", report.read), ("valid", report.valid), ("quarantined", report.quarantined),
-        ("scored", report.scored), ("changed", report.changed),
+        ("read", report.read),
+        ("valid", report.valid),
+        ("quarantined", report.quarantined),
+        ("scored", report.scored),
+        ("changed", report.changed),
         ("written", "0 (dry run)" if dry_run else report.written),
-        ("failed", report.failed), ("skipped (edited during the run)", report.skipped),
+        ("failed", report.failed),
+        ("skipped (edited during the run)", report.skipped),
         ("API calls used", f"{usage.calls:,} ({usage.reads:,} reads, {usage.writes:,} writes)"),
         ("API calls left today", left),
     ]
@@ -53,22 +74,33 @@ def _summary(report: RunReport, source: str, kind: str, usage: ApiUsage, dry_run
         lines += [note, ""]
     lines += ["| | |", "|---|---|", *(f"| {name} | {value} |" for name, value in rows), ""]
     if dry_run and report.examples:
-        lines += ["## Examples of planned status changes", "", "| lead | from | to | reason |",
-                  "|---|---|---|---|"]
-        lines += [f"| {e['crm_id']} | {_show(e['from'])} | {_show(e['to'])} | {e['reason']} |"
-                  for e in report.examples]
+        lines += [
+            "## Examples of planned status changes",
+            "",
+            "| lead | from | to | reason |",
+            "|---|---|---|---|",
+        ]
+        lines += [
+            f"| {e['crm_id']} | {_show(e['from'])} | {_show(e['to'])} | {e['reason']} |"
+            for e in report.examples
+        ]
         lines.append("")
-    lines += ["See also: " + ", ".join(
-        f"[{name}](/artifacts/key/{key})" for name, key in keys.items())]
+    lines += [
+        "See also: " + ", ".join(f"[{name}](/artifacts/key/{key})" for name, key in keys.items())
+    ]
     return "\n".join(lines)
 
 
 def _records(frame: pd.DataFrame) -> list[dict]:
     if frame.empty:
         return [{"from": "none", "to": "none", "leads": 0}]
-    return [{"from": _show(row["from"]), "to": _show(row["to"]), "leads": int(row["leads"])}
-            for row in frame.to_dict("records")]
+    return [
+        {"from": _show(row["from"]), "to": _show(row["to"]), "leads": int(row["leads"])}
+        for row in frame.to_dict("records")
+    ]
 
 
 def _show(status) -> str:
-    return "(none)" if status is None or (not isinstance(status, str) and pd.isna(status)) else status
+    return (
+        "(none)" if status is None or (not isinstance(status, str) and pd.isna(status)) else status
+    )

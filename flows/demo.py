@@ -1,67 +1,99 @@
-"""The demo job on embedded defaults: score generated leads, then requalify them months later.
-
-Until the sync flows run against the sandbox CRMs, this shows what the shared scoring module does
-with a realistic mix of leads: the statuses it assigns, why, and how statuses move as leads go cold.
-"""
+"""The main job on embedded defaults: sandbox CRMs with seeded leads, Prefect's local engine, a
+full sync of both CRMs, then a requalification pass at a later simulated time."""
 
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
+from pathlib import Path
 
 import pandas as pd
 
-from sandbox.seed import generate_leads
-from scoring import load_rules, score
+from flows.pipeline import RunReport
+from sandbox.run import Sandbox, SandboxConfig
+
+DEMO_DIR = Path(".leadsync/demo")
+SOURCES = ("salesforce", "hubspot")
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--leads", type=int, default=10_000, help="how many leads to generate")
-    parser.add_argument("--seed", type=int, default=42, help="seed for the generated leads")
+    parser = argparse.ArgumentParser(prog="python -m flows.demo", description=__doc__)
+    parser.add_argument("--leads", type=int, default=2_000, help="leads seeded in each CRM")
     parser.add_argument(
         "--later-days",
         type=int,
         default=90,
         help="how many days later the requalification pass runs",
     )
+    parser.add_argument(
+        "--directory",
+        type=Path,
+        default=DEMO_DIR,
+        help="where the demo keeps its sandbox data and ledger (wiped first)",
+    )
     args = parser.parse_args(argv)
 
-    rules = load_rules()
-    now = pd.Timestamp.now(tz="UTC").floor("s")
-    leads = generate_leads(args.leads, seed=args.seed, now=now)
-    first = score(leads, rules, now)
-    print(f"Scored {len(leads):,} generated leads at {now:%Y-%m-%d %H:%M}Z\n")
-    print(_table(first["status"].fillna("(human-owned, unset)").value_counts(), "status"))
-    print("\nScore distribution")
-    print(
-        _table(
-            pd.cut(
-                first["score"],
-                [-1, 19, 39, 59, 79, 100],
-                labels=["0-19", "20-39", "40-59", "60-79", "80-100"],
-            ).value_counts(sort=False),
-            "score",
+    shutil.rmtree(args.directory, ignore_errors=True)
+    info_file = args.directory / "sandbox-info.json"
+    os.environ["LEADSYNC_SANDBOX_INFO"] = str(info_file)
+    os.environ["LEADSYNC_LEDGER_URL"] = f"sqlite:///{args.directory / 'ledger.sqlite3'}"
+    from flows.jobs import requalify_leads, sync_leads  # after the environment is set
+
+    config = SandboxConfig(leads=args.leads, data_dir=args.directory / "sandbox")
+    with Sandbox(config) as sandbox:
+        sandbox.write_info(info_file)
+        print(
+            f"Sandbox CRMs up with {args.leads:,} leads each: Salesforce "
+            f"{sandbox.salesforce.base_url}, HubSpot {sandbox.hubspot.base_url}\n"
         )
-    )
-    print("\nExample reasons")
-    for status, group in first.groupby("status"):
-        print(f"  {status:<13} {group['reason'].iloc[0]}")
-
-    later = now + pd.Timedelta(days=args.later_days)
-    again = score(
-        leads.assign(status=first["status"], qualified_at=first["qualified_at"]), rules, later
-    )
-    moved = pd.crosstab(first["status"], again["status"]).rename_axis(index="from", columns="to")
-    moves = int((first["status"].fillna("") != again["status"].fillna("")).sum())
+        now = pd.Timestamp.now(tz="UTC").floor("s")
+        later = now + pd.Timedelta(days=args.later_days)
+        rows = []
+        for source in SOURCES:
+            state = sync_leads(source=source, as_of=now, return_state=True)
+            rows.append(_row(f"{source} sync", state))
+        for source in SOURCES:
+            state = requalify_leads(
+                source=source, as_of=later, older_than_days=30, return_state=True
+            )
+            rows.append(_row(f"{source} requalify +{args.later_days}d", state))
+    print(_table(rows))
+    print(f"\nStatus moves in the requalification pass, {args.later_days} days later:")
+    for row in rows[len(SOURCES) :]:
+        print(f"  {row['run']}: {row['moves'] or 'none'}")
     print(
-        f"\nRequalified {args.later_days} days later with no new engagement: "
-        f"{moves:,} statuses moved"
+        "\nEvery run published artifacts (summary, transitions, quarantine, scores, failures).\n"
+        "See them in the Prefect UI: `.venv/bin/prefect server start`, then open\n"
+        "http://127.0.0.1:4200/runs (the demo's runs are kept in PREFECT_HOME)."
     )
-    print(moved.to_string())
 
 
-def _table(counts: pd.Series, name: str) -> str:
-    return counts.rename_axis(name).rename("leads").to_frame().to_string()
+def _row(run: str, state) -> dict:
+    report = state.result(raise_on_failure=False)
+    if not isinstance(report, RunReport):
+        raise RuntimeError(f"{run} ended without a report: {state.message}")
+    moves = ", ".join(
+        f"{_name(t['from'])} -> {_name(t['to'])}: {int(t['leads'])}"
+        for t in report.transitions.sort_values("leads", ascending=False).head(4).to_dict("records")
+    )
+    return {
+        "run": run,
+        "state": state.name,
+        "read": report.read,
+        "quarantined": report.quarantined,
+        "written": report.written,
+        "failed": report.failed,
+        "moves": moves,
+    }
+
+
+def _table(rows: list[dict]) -> str:
+    return pd.DataFrame(rows).drop(columns="moves").set_index("run").to_string()
+
+
+def _name(status) -> str:
+    return status if isinstance(status, str) else "(none)"
 
 
 if __name__ == "__main__":

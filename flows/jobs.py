@@ -62,7 +62,9 @@ def sync_leads(
     watermark = ledger.watermark(source)
     since = (watermark - timedelta(minutes=overlap_minutes)) if watermark else EPOCH
     logger = get_run_logger()
-    logger.info("Syncing %s leads modified from %s to %s", source, since.isoformat(), as_of.isoformat())
+    logger.info(
+        "Syncing %s leads modified from %s to %s", source, since.isoformat(), as_of.isoformat()
+    )
     with _writing(source, dry_run):
         pipeline = _pipeline(connector, ledger, rules_path, as_of, dry_run)
         owed = ledger.owed(source)
@@ -110,18 +112,29 @@ def backfill_leads(
         if start is None:
             report = pipeline.process_all(connector.read_all())
         else:
-            report = _backfill_windows(pipeline, ledger, source, _utc(start), end, window_days, dry_run)
+            report = _backfill_windows(
+                pipeline, ledger, source, _utc(start), end, window_days, dry_run
+            )
     return _finish(report, source, "backfill", connector, dry_run)
 
 
-def _backfill_windows(pipeline: Pipeline, ledger: Ledger, source: str, start: datetime,
-                      end: datetime, window_days: int, dry_run: bool) -> RunReport:
+def _backfill_windows(
+    pipeline: Pipeline,
+    ledger: Ledger,
+    source: str,
+    start: datetime,
+    end: datetime,
+    window_days: int,
+    dry_run: bool,
+) -> RunReport:
     checkpoint = f"backfill:{source}:{start.isoformat()}:{end.isoformat()}"
     done = (ledger.watermark(checkpoint) or start) if not dry_run else start
     total = (end - start).total_seconds() or 1.0
     progress = create_progress_artifact(
-        progress=100 * (done - start).total_seconds() / total, key=f"{source}-backfill-progress",
-        description=f"{source} backfill {start:%Y-%m-%d} to {end:%Y-%m-%d}")
+        progress=100 * (done - start).total_seconds() / total,
+        key=f"{source}-backfill-progress",
+        description=f"{source} backfill {start:%Y-%m-%d} to {end:%Y-%m-%d}",
+    )
     logger = get_run_logger()
     while done < end:
         window_end = min(done + timedelta(days=window_days), end)
@@ -131,8 +144,13 @@ def _backfill_windows(pipeline: Pipeline, ledger: Ledger, source: str, start: da
             ledger.set_watermark(checkpoint, done, _run_id())
         percent = 100 * (done - start).total_seconds() / total
         update_progress_artifact(progress, percent)
-        logger.info("Backfill %s: %.0f%% (up to %s, %d leads read)", source, percent,
-                    done.isoformat(), pipeline.report.read)
+        logger.info(
+            "Backfill %s: %.0f%% (up to %s, %d leads read)",
+            source,
+            percent,
+            done.isoformat(),
+            pipeline.report.read,
+        )
     return pipeline.report
 
 
@@ -166,8 +184,12 @@ def requalify_leads(
     return _finish(report, source, "requalify", connector, dry_run, note)
 
 
-@flow(name="rollback-run", flow_run_name=lambda: f"{flow_run.parameters['source']}-rollback-"
-      f"{flow_run.parameters['run_id'][:8]}")
+@flow(
+    name="rollback-run",
+    flow_run_name=lambda: (
+        f"{flow_run.parameters['source']}-rollback-{flow_run.parameters['run_id'][:8]}"
+    ),
+)
 def rollback_run(
     source: Source,
     run_id: str,
@@ -191,8 +213,9 @@ def rollback_run(
         return Failed(message=f"no writes to {source} recorded for run {run_id}")
     current = connector.read_by_ids(written["crm_id"].unique().tolist()).set_index("crm_id")
     restorable, changed = _restorable(written, current)
-    logger.info("Rolling back %d leads; %d changed since and are left alone", len(restorable),
-                len(changed))
+    logger.info(
+        "Rolling back %d leads; %d changed since and are left alone", len(restorable), len(changed)
+    )
     report = RunReport(read=len(current), valid=len(current), scored=0, changed=len(restorable))
     if not dry_run and len(restorable):
         with _writing(source, dry_run):
@@ -203,9 +226,12 @@ def rollback_run(
         report.written = len(done)
         report.failed = int((~result["success"].astype(bool)).sum())
         report.failures = result.loc[~result["success"].astype(bool)].to_dict("records")
-    note = (f"Rolling back run {run_id}: {len(restorable)} leads restored"
-            f"{' (dry run)' if dry_run else ''}; {len(changed)} changed since and left alone"
-            + (f": {', '.join(changed[:20])}" if changed else "") + ".")
+    note = (
+        f"Rolling back run {run_id}: {len(restorable)} leads restored"
+        f"{' (dry run)' if dry_run else ''}; {len(changed)} changed since and left alone"
+        + (f": {', '.join(changed[:20])}" if changed else "")
+        + "."
+    )
     return _finish(report, source, "rollback", connector, dry_run, note)
 
 
@@ -219,8 +245,12 @@ def _restorable(written: pd.DataFrame, current: pd.DataFrame) -> tuple[pd.DataFr
         ):
             changed.append(crm_id)
             continue
-        restore.append({"crm_id": crm_id, **{row.field: _typed(row.field, row.old)
-                                             for row in fields.itertuples()}})
+        restore.append(
+            {
+                "crm_id": crm_id,
+                **{row.field: _typed(row.field, row.old) for row in fields.itertuples()},
+            }
+        )
     return pd.DataFrame(restore), changed
 
 
@@ -234,11 +264,13 @@ def _typed(field: str, text: str | None):
     return text
 
 
-def _pipeline(connector: Connector, ledger: Ledger, rules_path: str | None, as_of: datetime,
-              dry_run: bool) -> Pipeline:
+def _pipeline(
+    connector: Connector, ledger: Ledger, rules_path: str | None, as_of: datetime, dry_run: bool
+) -> Pipeline:
     rules = load_rules(rules_path or DEFAULT_RULES_PATH)
-    return Pipeline(connector, ledger, rules, LeadContract(now=pd.Timestamp(as_of)), as_of,
-                    _run_id(), dry_run)
+    return Pipeline(
+        connector, ledger, rules, LeadContract(now=pd.Timestamp(as_of)), as_of, _run_id(), dry_run
+    )
 
 
 def _connector(source: str, block: str | None) -> Connector:
@@ -260,15 +292,22 @@ def _writing(source: str, dry_run: bool) -> Iterator[None]:
         yield
 
 
-def _finish(report: RunReport, source: str, kind: str, connector: Connector, dry_run: bool,
-            note: str = "") -> State:
+def _finish(
+    report: RunReport, source: str, kind: str, connector: Connector, dry_run: bool, note: str = ""
+) -> State:
     summary = publish(report, source, kind, connector.usage(), dry_run, note)
     get_run_logger().info("%s", summary.split("See also")[0])
     if report.has_failures:
-        return Failed(message=f"{report.failed} records failed to write to {source}; they are "
-                              "retried next run (see the failures artifact)", data=report)
-    return Completed(message=f"{report.written} written, {report.changed} changed, "
-                             f"{report.quarantined} quarantined", data=report)
+        return Failed(
+            message=f"{report.failed} records failed to write to {source}; they are "
+            "retried next run (see the failures artifact)",
+            data=report,
+        )
+    return Completed(
+        message=f"{report.written} written, {report.changed} changed, "
+        f"{report.quarantined} quarantined",
+        data=report,
+    )
 
 
 def _as_of(as_of: datetime | None) -> datetime:

@@ -73,10 +73,18 @@ class Ledger:
             return
         now = datetime.now(UTC)
         rows = [
-            {"run_id": run_id, "source": source, "crm_id": crm_id, "field": field,
-             "old": as_text(old), "new": as_text(new), "written_at": now}
+            {
+                "run_id": run_id,
+                "source": source,
+                "crm_id": crm_id,
+                "field": field,
+                "old": as_text(old),
+                "new": as_text(new),
+                "written_at": now,
+            }
             for crm_id, field, old, new in changes[["crm_id", "field", "old", "new"]].itertuples(
-                index=False)
+                index=False
+            )
         ]
         with self.engine.begin() as connection:
             connection.execute(insert(writes), rows)
@@ -89,15 +97,24 @@ class Ledger:
     def watermark(self, source: str) -> datetime | None:
         with self.engine.connect() as connection:
             value = connection.execute(
-                select(watermarks.c.watermark).where(watermarks.c.source == source)).scalar()
+                select(watermarks.c.watermark).where(watermarks.c.source == source)
+            ).scalar()
         return _utc(value) if value is not None else None
 
     def set_watermark(self, source: str, watermark: datetime, run_id: str | None) -> None:
         with self.engine.begin() as connection:
             connection.execute(delete(watermarks).where(watermarks.c.source == source))
-            connection.execute(insert(watermarks), [{
-                "source": source, "watermark": watermark, "run_id": run_id,
-                "updated_at": datetime.now(UTC)}])
+            connection.execute(
+                insert(watermarks),
+                [
+                    {
+                        "source": source,
+                        "watermark": watermark,
+                        "run_id": run_id,
+                        "updated_at": datetime.now(UTC),
+                    }
+                ],
+            )
 
     def reset_watermark(self, source: str) -> None:
         with self.engine.begin() as connection:
@@ -106,16 +123,20 @@ class Ledger:
     def owed(self, source: str) -> list[str]:
         """Records a previous run could not finish (failed or skipped writes): retried next run."""
         with self.engine.connect() as connection:
-            return list(connection.execute(
-                select(pending.c.crm_id).where(pending.c.source == source)).scalars())
+            return list(
+                connection.execute(
+                    select(pending.c.crm_id).where(pending.c.source == source)
+                ).scalars()
+            )
 
     def settle(self, source: str, crm_ids: Iterable[str]) -> None:
         ids = list(crm_ids)
         if not ids:
             return
         with self.engine.begin() as connection:
-            connection.execute(delete(pending).where(pending.c.source == source,
-                                                     pending.c.crm_id.in_(ids)))
+            connection.execute(
+                delete(pending).where(pending.c.source == source, pending.c.crm_id.in_(ids))
+            )
 
     def owe(self, source: str, reasons: pd.DataFrame, run_id: str | None) -> None:
         """`reasons`: crm_id and reason of each record the next run must retry."""
@@ -124,10 +145,19 @@ class Ledger:
         self.settle(source, reasons["crm_id"])
         now = datetime.now(UTC)
         with self.engine.begin() as connection:
-            connection.execute(insert(pending), [
-                {"source": source, "crm_id": crm_id, "reason": str(reason)[:1000],
-                 "run_id": run_id, "recorded_at": now}
-                for crm_id, reason in reasons[["crm_id", "reason"]].itertuples(index=False)])
+            connection.execute(
+                insert(pending),
+                [
+                    {
+                        "source": source,
+                        "crm_id": crm_id,
+                        "reason": str(reason)[:1000],
+                        "run_id": run_id,
+                        "recorded_at": now,
+                    }
+                    for crm_id, reason in reasons[["crm_id", "reason"]].itertuples(index=False)
+                ],
+            )
 
 
 def as_text(value) -> str | None:

@@ -36,8 +36,9 @@ class RunReport:
     written: int = 0
     failed: int = 0
     skipped: int = 0  # a person changed the lead after it was read: retried next run
-    transitions: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(
-        columns=["from", "to", "leads"]))
+    transitions: pd.DataFrame = field(
+        default_factory=lambda: pd.DataFrame(columns=["from", "to", "leads"])
+    )
     examples: list[dict] = field(default_factory=list)
     quarantine: list[dict] = field(default_factory=list)
     failures: list[dict] = field(default_factory=list)
@@ -73,8 +74,9 @@ class ChunkResult:
 
 
 @task(name="validate-and-score", cache_policy=NO_CACHE, task_run_name="score-{label}")
-def score_chunk(chunk: pd.DataFrame, rules: Rules, contract: LeadContract, as_of: datetime,
-                label: str) -> ChunkResult:
+def score_chunk(
+    chunk: pd.DataFrame, rules: Rules, contract: LeadContract, as_of: datetime, label: str
+) -> ChunkResult:
     validation = contract.validate(chunk)
     valid = validation.valid
     scored = score(valid, rules, as_of)
@@ -82,8 +84,9 @@ def score_chunk(chunk: pd.DataFrame, rules: Rules, contract: LeadContract, as_of
 
 
 @task(name="write-updates", cache_policy=NO_CACHE, task_run_name="write-{label}")
-def write_updates(connector: Connector, updates: pd.DataFrame, read: pd.DataFrame,
-                  label: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+def write_updates(
+    connector: Connector, updates: pd.DataFrame, read: pd.DataFrame, label: str
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Write `updates`, except leads modified since `read` (a rep's edit mid-run is never
     overwritten). Returns the write report and the skipped leads with why."""
     current = connector.read_by_ids(updates["crm_id"].tolist())
@@ -91,20 +94,33 @@ def write_updates(connector: Connector, updates: pd.DataFrame, read: pd.DataFram
     now = current.set_index("crm_id")["modified_at"]
     touched = now.index[now.ne(before.reindex(now.index))].tolist()
     gone = sorted(set(updates["crm_id"]) - set(now.index))
-    skipped = pd.DataFrame({
-        "crm_id": touched + gone,
-        "reason": ["changed in the CRM since it was read; rescored next run"] * len(touched)
-        + ["no longer in the CRM"] * len(gone),
-    })
+    skipped = pd.DataFrame(
+        {
+            "crm_id": touched + gone,
+            "reason": ["changed in the CRM since it was read; rescored next run"] * len(touched)
+            + ["no longer in the CRM"] * len(gone),
+        }
+    )
     to_write = updates[~updates["crm_id"].isin(skipped["crm_id"])]
-    report = connector.write(to_write) if len(to_write) else pd.DataFrame(
-        columns=["crm_id", "success", "error"])
+    report = (
+        connector.write(to_write)
+        if len(to_write)
+        else pd.DataFrame(columns=["crm_id", "success", "error"])
+    )
     return report, skipped
 
 
 class Pipeline:
-    def __init__(self, connector: Connector, ledger: Ledger, rules: Rules, contract: LeadContract,
-                 as_of: datetime, run_id: str, dry_run: bool):
+    def __init__(
+        self,
+        connector: Connector,
+        ledger: Ledger,
+        rules: Rules,
+        contract: LeadContract,
+        as_of: datetime,
+        run_id: str,
+        dry_run: bool,
+    ):
         self.connector, self.ledger, self.rules, self.contract = connector, ledger, rules, contract
         self.as_of, self.run_id, self.dry_run = as_of, run_id, dry_run
         self.report = RunReport()
@@ -137,7 +153,9 @@ class Pipeline:
         changes = result.plan.changes
         self.ledger.record_writes(self.run_id, source, changes[changes["crm_id"].isin(succeeded)])
         owed = pd.concat([failed.rename(columns={"error": "reason"}), skipped], ignore_index=True)
-        self.ledger.settle(source, result.valid["crm_id"][~result.valid["crm_id"].isin(owed["crm_id"])])
+        self.ledger.settle(
+            source, result.valid["crm_id"][~result.valid["crm_id"].isin(owed["crm_id"])]
+        )
         self.ledger.owe(source, owed, self.run_id)
         report.written += len(succeeded)
         report.failed += len(failed)
@@ -149,6 +167,10 @@ def _sample(quarantined: pd.DataFrame, room: int) -> list[dict]:
     if room <= 0 or quarantined.empty:
         return []
     columns = ["crm_id", "email", "company", REASON_COLUMN]
-    return quarantined[columns].head(room).astype(object).where(
-        quarantined[columns].head(room).notna(), None).to_dict("records")
-
+    return (
+        quarantined[columns]
+        .head(room)
+        .astype(object)
+        .where(quarantined[columns].head(room).notna(), None)
+        .to_dict("records")
+    )

@@ -47,9 +47,14 @@ def plan_updates(current: pd.DataFrame, scored: pd.DataFrame) -> Plan:
     any_change = pd.DataFrame(changed).any(axis=1)
     changes = pd.concat(
         [
-            pd.DataFrame({"crm_id": current.loc[mask, "crm_id"], "field": field,
-                          "old": before[field][mask].astype(object),
-                          "new": proposed.loc[mask, field].astype(object)})
+            pd.DataFrame(
+                {
+                    "crm_id": current.loc[mask, "crm_id"],
+                    "field": field,
+                    "old": before[field][mask].astype(object),
+                    "new": proposed.loc[mask, field].astype(object),
+                }
+            )
             for field, mask in changed.items()
         ],
         ignore_index=True,

@@ -18,7 +18,8 @@ from pathlib import Path
 import pandas as pd
 import urllib3
 from hubspot import HubSpot
-from hubspot.crm.contacts.exceptions import ApiException
+from hubspot.crm.contacts.exceptions import ApiException as ContactsApiException
+from hubspot.crm.properties.exceptions import ApiException as PropertiesApiException
 
 from connectors.base import (
     ApiUsage,
@@ -38,6 +39,7 @@ from connectors.retry import RetryPolicy, Transient, call_with_retries
 DEFAULT_MAPPING = Path(__file__).with_name("mapping.yaml")
 SEARCH_PAGE, SEARCH_CAP, LIST_PAGE, BATCH_SIZE = 200, 10_000, 100, 100
 ID_PROPERTY = "hs_object_id"
+API_ERRORS = (ContactsApiException, PropertiesApiException)  # each API package has its own
 WINDOW_MARGIN_SECONDS = 0.05
 log = logging.getLogger(__name__)
 
@@ -221,7 +223,7 @@ class HubSpotConnector:
                     ),
                     read=False,
                 )
-            except (Transient, ApiException, urllib3.exceptions.HTTPError) as error:
+            except (Transient, *API_ERRORS, urllib3.exceptions.HTTPError) as error:
                 reports.append(write_results(ids, [_batch_failure(error)] * len(ids)))
                 continue
             reports.append(write_results(ids, _errors_by_id(ids, response)))
@@ -307,14 +309,14 @@ class HubSpotConnector:
             )
 
     def _classify(self, error: Exception) -> Exception:
-        if isinstance(error, ApiException) and error.headers:
+        if isinstance(error, API_ERRORS) and error.headers:
             self._remember_daily(error.headers)
         return classify(error)
 
 
 def classify(error: Exception) -> Exception:
     """Sort hubspot-api-client's failures: transient ones are retried, the rest stop the run."""
-    if isinstance(error, ApiException):
+    if isinstance(error, API_ERRORS):
         if error.status == 401:
             return AuthenticationFailed(
                 "HubSpot refused the access token (401): check the "
@@ -334,7 +336,7 @@ def classify(error: Exception) -> Exception:
     return error
 
 
-def _body(error: ApiException) -> dict:
+def _body(error: ContactsApiException | PropertiesApiException) -> dict:
     try:
         body = json.loads(error.body or "{}")
     except (TypeError, ValueError):
@@ -342,7 +344,7 @@ def _body(error: ApiException) -> dict:
     return body if isinstance(body, dict) else {}
 
 
-def _retry_after(error: ApiException) -> float | None:
+def _retry_after(error: ContactsApiException | PropertiesApiException) -> float | None:
     value = (error.headers or {}).get("Retry-After")
     try:
         return float(value) if value is not None else None
@@ -374,7 +376,7 @@ def _errors_by_id(ids: list[str], response: dict) -> list[str | None]:
 
 
 def _batch_failure(error: Exception) -> str:
-    if isinstance(error, ApiException):
+    if isinstance(error, API_ERRORS):
         return f"batch failed: HubSpot answered {error.status}: {_body(error).get('message', '')}"[
             :500
         ]

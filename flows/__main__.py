@@ -1,0 +1,94 @@
+"""`python -m flows sync|backfill|requalify|rollback [options]`: run a flow from the shell.
+
+Options are the flow's parameters (the same as its deployment's), in kebab-case, with the help
+text of the flow's docstring. Connection settings come from the connectors: a credentials block,
+the environment, or LEADSYNC_SANDBOX_INFO.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+import pandas as pd
+from prefect import Flow
+from prefect.utilities.callables import parameter_schema
+
+from flows.jobs import backfill_leads, requalify_leads, rollback_run, sync_leads
+
+COMMANDS: dict[str, Flow] = {
+    "sync": sync_leads,
+    "backfill": backfill_leads,
+    "requalify": requalify_leads,
+    "rollback": rollback_run,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = vars(parser.parse_args(argv))
+    flow = COMMANDS[args.pop("command")]
+    state = flow(
+        **{name: value for name, value in args.items() if value is not None}, return_state=True
+    )
+    print(f"{flow.name}: {state.name}: {state.message or ''}".rstrip(": "))
+    return 0 if state.is_completed() else 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m flows",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    for command, flow in COMMANDS.items():
+        description = (flow.description or "").split("Args:")[0].strip()
+        sub = commands.add_parser(command, help=description.split("\n")[0], description=description)
+        schema = parameter_schema(flow.fn).model_dump()
+        for name, spec in schema["properties"].items():
+            _add_option(sub, name, spec, required=name in schema.get("required", []))
+    return parser
+
+
+def _add_option(
+    parser: argparse.ArgumentParser, name: str, spec: dict[str, Any], required: bool
+) -> None:
+    flag = "--" + name.replace("_", "-")
+    help_text = spec.get("description", "")
+    kinds = {spec.get("type")} | {option.get("type") for option in spec.get("anyOf", [])}
+    formats = {spec.get("format")} | {option.get("format") for option in spec.get("anyOf", [])}
+    if "boolean" in kinds:
+        parser.add_argument(
+            flag,
+            action=argparse.BooleanOptionalAction,
+            default=None,
+            help=f"{help_text} (default: {spec.get('default')})",
+        )
+        return
+    options: dict[str, Any] = {
+        "dest": name,
+        "required": required,
+        "default": None,
+        "help": help_text,
+    }
+    if "enum" in spec:
+        options["choices"] = spec["enum"]
+    if "date-time" in formats:
+        options.update(type=_timestamp, metavar="TIME")
+    elif "integer" in kinds:
+        options["type"] = int
+    if not required and spec.get("default") is not None:
+        options["help"] += f" (default: {spec['default']})"
+    parser.add_argument(flag, **options)
+
+
+def _timestamp(text: str) -> pd.Timestamp:
+    """ISO 8601, e.g. 2026-11-01 or 2026-11-01T09:00:00+01:00; without an offset, UTC."""
+    stamp = pd.Timestamp(text)
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,200 @@
+"""The flows end to end: the real Prefect engine, the sandbox CRMs, the real clients."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from prefect.testing.utilities import prefect_test_harness
+
+from connectors import connector_for
+from expectations.suite import LeadContract
+from flows.__main__ import main as flows_main
+from flows.jobs import backfill_leads, requalify_leads, rollback_run, sync_leads
+from flows.ledger import Ledger
+from flows.pipeline import write_updates
+from sandbox.http import FaultPlan
+from sandbox.salesforce import SalesforceSettings
+from scoring import load_rules, score
+
+SOURCES = ("salesforce", "hubspot")
+AS_OF = pd.Timestamp.now(tz="UTC").floor("s")
+WRITTEN = ["status", "score", "reason", "qualified_at"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def prefect_engine():
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture
+def crm(start_sandbox, tmp_path, monkeypatch):
+    """Start sandbox CRMs and point the connectors and the ledger at them (and only them)."""
+    for name in (
+        "SALESFORCE_SESSION_ID",
+        "SALESFORCE_USERNAME",
+        "SALESFORCE_CONSUMER_KEY",
+        "HUBSPOT_ACCESS_TOKEN",
+    ):
+        monkeypatch.delenv(name, raising=False)
+
+    def start(name: str = "crm", **config):
+        sandbox = start_sandbox(**{"leads": 300, "seed": 5, **config})
+        sandbox.write_info(tmp_path / f"{name}.json")
+        monkeypatch.setenv("LEADSYNC_SANDBOX_INFO", str(tmp_path / f"{name}.json"))
+        monkeypatch.setenv("LEADSYNC_LEDGER_URL", f"sqlite:///{tmp_path / name}.sqlite3")
+        return sandbox
+
+    return start
+
+
+def crm_state(source: str) -> pd.DataFrame:
+    leads = pd.concat(connector_for(source).read_all())
+    return leads.set_index("crm_id").sort_index()
+
+
+def report_of(state):
+    return state.result(raise_on_failure=False)
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_sync_writes_what_scoring_says_and_a_rerun_writes_nothing(crm, source):
+    crm()
+    before = crm_state(source)
+    first = sync_leads(source=source, as_of=AS_OF, return_state=True)
+    assert first.is_completed(), first.message
+
+    valid = LeadContract(now=AS_OF).validate(before.reset_index()).valid
+    expected = score(valid, load_rules(), AS_OF).set_index(valid["crm_id"]).sort_index()
+    after = crm_state(source).loc[expected.index]
+    assert after["score"].tolist() == expected["score"].astype(float).tolist()
+    assert after["reason"].tolist() == expected["reason"].astype(str).tolist()
+    assert after["status"].fillna("").tolist() == expected["status"].fillna("").tolist()
+    assert report_of(first).written == len(valid)  # nothing was scored before
+
+    quarantined = before.index.difference(valid["crm_id"])
+    assert crm_state(source).loc[quarantined, WRITTEN].isna().all().all()  # never written
+
+    again = report_of(sync_leads(source=source, as_of=AS_OF, return_state=True))
+    assert again.changed == 0 and again.written == 0
+
+
+def test_a_reps_status_survives_and_an_edit_mid_run_is_not_overwritten(crm):
+    sandbox = crm()
+    connector = connector_for("salesforce")
+    lead = crm_state("salesforce").index[0]
+    sf_client = connector.client
+    sf_client.Lead.update(
+        lead, {"Status": "Working - Contacted", "Qualification_Status__c": "Nurture"}
+    )
+    sync_leads(source="salesforce", as_of=AS_OF, return_state=True)
+    after = crm_state("salesforce").loc[lead]
+    assert after["status"] == "Nurture"
+    assert after["reason"].startswith("Human status stands: Working - Contacted")
+
+    other = crm_state("salesforce").index[1]
+    read = connector.read_by_ids([other])
+    sf_client.Lead.update(other, {"Lead_Score__c": 3})  # a rep edits after leadsync read it
+    updates = pd.DataFrame(
+        {
+            "crm_id": [other],
+            "status": ["Qualified"],
+            "score": [99.0],
+            "reason": ["x"],
+            "qualified_at": [AS_OF],
+        }
+    )
+    report, skipped = write_updates.fn(connector, updates, read, "test")
+    assert report.empty and skipped["crm_id"].tolist() == [other]
+    assert crm_state("salesforce").loc[other, "score"] == 3
+    assert sandbox.salesforce.lead_count() == 300
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_requalification_moves_leads_that_went_cold(crm, source):
+    crm()
+    sync_leads(source=source, as_of=AS_OF, return_state=True)
+    qualified = crm_state(source).query("status == 'Qualified'").index
+    later = AS_OF + pd.Timedelta(days=150)
+    state = requalify_leads(source=source, as_of=later, older_than_days=30, return_state=True)
+    assert state.is_completed(), state.message
+    moved = report_of(state).transitions
+    assert moved.query("`from` == 'Qualified'")["leads"].sum() > 0
+    cooled = crm_state(source).loc[qualified]
+    assert (cooled["status"] != "Qualified").any()
+    assert (cooled.loc[cooled["status"] != "Qualified", "qualified_at"] == later).all()
+
+
+def test_dry_run_writes_nothing_and_reports_the_plan(crm):
+    crm()
+    before = crm_state("hubspot")
+    state = sync_leads(source="hubspot", as_of=AS_OF, dry_run=True, return_state=True)
+    report = report_of(state)
+    assert report.changed > 0 and report.written == 0 and report.examples
+    pd.testing.assert_frame_equal(crm_state("hubspot")[WRITTEN], before[WRITTEN])
+    assert Ledger().watermark("hubspot") is None
+
+
+def test_rollback_restores_the_previous_values_except_where_a_person_changed_them(crm):
+    crm()
+    before = crm_state("salesforce")
+    run = sync_leads(source="salesforce", as_of=AS_OF, return_state=True)
+    changed_by_rep = crm_state("salesforce").query("status == 'Qualified'").index[0]
+    connector_for("salesforce").client.Lead.update(
+        changed_by_rep, {"Qualification_Reason__c": "rep"}
+    )
+    state = rollback_run(
+        source="salesforce", run_id=str(run.state_details.flow_run_id), return_state=True
+    )
+    assert state.is_completed(), state.message
+    after = crm_state("salesforce")
+    untouched = after.index.drop(changed_by_rep)
+    pd.testing.assert_frame_equal(after.loc[untouched, WRITTEN], before.loc[untouched, WRITTEN])
+    assert after.loc[changed_by_rep, "reason"] == "rep"
+
+
+def test_interrupted_backfill_resumes_to_the_same_state_as_an_uninterrupted_one(crm):
+    start, end = AS_OF - pd.Timedelta(days=31), AS_OF + pd.Timedelta(hours=1)
+    crm("clean", leads=600)
+    assert backfill_leads(
+        source="salesforce", start=start, end=end, window_days=5, as_of=AS_OF, return_state=True
+    ).is_completed()
+    expected = crm_state("salesforce")[WRITTEN]
+    assert expected["score"].notna().sum() > 500
+
+    interrupted = crm("interrupted", leads=600, salesforce=SalesforceSettings(daily_limit=12))
+    first = backfill_leads(
+        source="salesforce", start=start, end=end, window_days=5, as_of=AS_OF, return_state=True
+    )
+    assert first.is_failed()  # stopped half way by the daily API limit
+    interrupted.salesforce.daily.limit = 10_000
+    second = backfill_leads(
+        source="salesforce", start=start, end=end, window_days=5, as_of=AS_OF, return_state=True
+    )
+    assert second.is_completed(), second.message
+    actual = crm_state("salesforce")[WRITTEN]
+    pd.testing.assert_frame_equal(actual.reset_index(drop=True), expected.reset_index(drop=True))
+
+
+def test_a_run_under_injected_faults_converges_to_the_clean_state(crm):
+    crm("clean")
+    sync_leads(source="hubspot", as_of=AS_OF, return_state=True)
+    expected = crm_state("hubspot")[WRITTEN]
+    assert expected["score"].notna().sum() > 250
+
+    faults = FaultPlan(rate_limited=0.1, server_error=0.1, dropped=0.05, write_error=0.1, seed=7)
+    crm("faulty", faults=faults)
+    states = [sync_leads(source="hubspot", as_of=AS_OF, return_state=True) for _ in range(4)]
+    assert states[0].is_failed() and "failed to write" in states[0].message
+    assert states[-1].is_completed()
+    actual = crm_state("hubspot")[WRITTEN]
+    pd.testing.assert_frame_equal(actual.reset_index(drop=True), expected.reset_index(drop=True))
+
+
+def test_command_line_runs_a_flow_with_its_parameters(crm, capsys):
+    crm()
+    assert (
+        flows_main(["sync", "--source", "hubspot", "--dry-run", "--as-of", AS_OF.isoformat()]) == 0
+    )
+    assert "sync-leads: Completed" in capsys.readouterr().out
+    assert crm_state("hubspot")["status"].isna().all()

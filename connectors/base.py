@@ -68,8 +68,11 @@ class Connector(Protocol):
     def read_by_ids(self, crm_ids: Sequence[str]) -> pd.DataFrame:
         """The current state of these leads (missing ids are absent from the result)."""
 
-    def read_stale(self, qualified_before: datetime) -> Iterator[pd.DataFrame]:
-        """Open leads whose qualification is older than `qualified_before`, or never made."""
+    def read_stale(
+        self, qualified_before: datetime, cold_before: datetime | None = None
+    ) -> Iterator[pd.DataFrame]:
+        """Open leads whose qualification is older than `qualified_before` or never made, and
+        (with `cold_before`) Qualified leads with no engagement since `cold_before`."""
 
     def write(self, updates: pd.DataFrame) -> pd.DataFrame:
         """Write canonical write-back columns for `crm_id`s; columns crm_id, success, error."""

@@ -159,17 +159,20 @@ def requalify_leads(
     source: Source = "salesforce",
     as_of: datetime | None = None,
     older_than_days: int = 7,
+    cold_after_days: int = 30,
     dry_run: bool = False,
     rules_path: str | None = None,
     credentials_block: str | None = None,
 ) -> State:
-    """Rescore open leads whose qualification is older than `older_than_days`, with engagement
-    decayed and timelines expired as of `as_of`, so stale statuses change.
+    """Rescore open leads whose qualification is older than `older_than_days`, and Qualified
+    leads with no engagement for `cold_after_days`, with engagement decayed and timelines
+    expired as of `as_of`, so stale statuses change.
 
     Args:
         source: which CRM to requalify.
         as_of: the time to score at (default: now); a later time simulates the future.
         older_than_days: requalify leads last qualified longer ago than this.
+        cold_after_days: also requalify Qualified leads with no engagement for this long.
         dry_run: plan only: report how many statuses would move, write nothing.
         rules_path: a scoring rules file other than scoring/rules.yaml.
         credentials_block: a Prefect credentials block name.
@@ -178,7 +181,11 @@ def requalify_leads(
     connector = _connector(source, credentials_block)
     with _writing(source, dry_run):
         pipeline = _pipeline(connector, ledger, rules_path, as_of, dry_run)
-        report = pipeline.process_all(connector.read_stale(as_of - timedelta(days=older_than_days)))
+        report = pipeline.process_all(
+            connector.read_stale(
+                as_of - timedelta(days=older_than_days), as_of - timedelta(days=cold_after_days)
+            )
+        )
     moved = int(report.transitions["leads"].sum()) if not report.transitions.empty else 0
     note = f"{moved:,} leads {'would move' if dry_run else 'moved'} between statuses."
     return _finish(report, source, "requalify", connector, dry_run, note)

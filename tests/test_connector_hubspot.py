@@ -102,7 +102,7 @@ def test_read_by_ids_and_stale(start_sandbox):
     assert set(connector.read_by_ids(some)["crm_id"]) == set(some)
 
     fresh = everyone["crm_id"].iloc[:10].tolist()
-    connector.write(pd.DataFrame({"crm_id": fresh, "qualified_at": NOW}))
+    connector.write(pd.DataFrame({"crm_id": fresh, "qualified_at": NOW, "status": "Qualified"}))
     connector.write(
         pd.DataFrame(
             {"crm_id": everyone["crm_id"].iloc[10:20], "qualified_at": NOW - pd.Timedelta(days=90)}
@@ -110,7 +110,9 @@ def test_read_by_ids_and_stale(start_sandbox):
     )
     stale = set(pd.concat(connector.read_stale(NOW - pd.Timedelta(days=30)))["crm_id"])
     closed = set(everyone.loc[everyone["crm_status"].isin(["OPEN_DEAL", "UNQUALIFIED"]), "crm_id"])
-    assert stale == set(everyone["crm_id"]) - set(fresh) - closed
+    expected = set(everyone["crm_id"]) - set(fresh) - closed
+    assert stale == expected
+    assert_cold_qualified_are_added(connector, everyone, fresh, closed, expected)
 
 
 def test_batch_partial_failure_is_reported_per_record(start_sandbox):
@@ -200,3 +202,13 @@ def test_missing_properties_are_named_and_the_opt_in_command_creates_them(
     assert connectors_main(["create-hubspot-properties"]) == 0
     assert "created leadsync_" in capsys.readouterr().out
     assert connectors_main(["check", "--source", "hubspot"]) == 0
+
+
+def assert_cold_qualified_are_added(connector, everyone, fresh, closed, stale) -> None:
+    """Fresh Qualified leads come back too once they have not engaged since `cold_before`."""
+    cold_before = NOW - pd.Timedelta(days=20)
+    engaged = everyone.set_index("crm_id").loc[fresh, "last_engaged_at"]
+    cold = set(engaged.index[engaged.isna() | (engaged < cold_before)]) - closed
+    assert cold, "the test needs a fresh lead that went cold"
+    with_cold = pd.concat(connector.read_stale(NOW - pd.Timedelta(days=30), cold_before))
+    assert set(with_cold["crm_id"]) == stale | cold

@@ -91,12 +91,13 @@ def test_read_all_by_ids_and_stale(start_sandbox):
 
     long_ago = NOW - pd.Timedelta(days=90)
     fresh, old = everyone["crm_id"].iloc[:10].tolist(), everyone["crm_id"].iloc[10:20].tolist()
-    connector.write(pd.DataFrame({"crm_id": fresh, "qualified_at": NOW}))
+    connector.write(pd.DataFrame({"crm_id": fresh, "qualified_at": NOW, "status": "Qualified"}))
     connector.write(pd.DataFrame({"crm_id": old, "qualified_at": long_ago}))
     stale = set(pd.concat(connector.read_stale(NOW - pd.Timedelta(days=30)))["crm_id"])
     closed = set(everyone.loc[everyone["crm_status"].str.startswith("Closed"), "crm_id"])
     expected = set(everyone["crm_id"]) - set(fresh) - closed
     assert stale == expected
+    assert_cold_qualified_are_added(connector, everyone, fresh, closed, expected)
 
 
 def test_write_reports_each_record_and_partial_failures(start_sandbox):
@@ -206,3 +207,13 @@ def test_a_window_across_a_daylight_saving_change_reads_the_right_hours(start_sa
     assert len(read) == 120
     assert read["modified_at"].min() == pd.Timestamp("2026-03-08T06:00:00Z")
     assert read["modified_at"].max() == pd.Timestamp("2026-03-08T07:59:00Z")
+
+
+def assert_cold_qualified_are_added(connector, everyone, fresh, closed, stale) -> None:
+    """Fresh Qualified leads come back too once they have not engaged since `cold_before`."""
+    cold_before = NOW - pd.Timedelta(days=20)
+    engaged = everyone.set_index("crm_id").loc[fresh, "last_engaged_at"]
+    cold = set(engaged.index[engaged.isna() | (engaged < cold_before)]) - closed
+    assert cold, "the test needs a fresh lead that went cold"
+    with_cold = pd.concat(connector.read_stale(NOW - pd.Timedelta(days=30), cold_before))
+    assert set(with_cold["crm_id"]) == stale | cold

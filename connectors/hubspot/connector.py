@@ -146,17 +146,20 @@ class HubSpotConnector:
         ]
         return self._search_sliced([window], stamp)
 
-    def read_stale(self, qualified_before: datetime) -> Iterator[pd.DataFrame]:
-        qualified = self.mapping.write.get("qualified_at", self.mapping.read["qualified_at"])
+    def read_stale(
+        self, qualified_before: datetime, cold_before: datetime | None = None
+    ) -> Iterator[pd.DataFrame]:
+        read = self.mapping.read
         open_only = []
         if self.mapping.closed_statuses:
             open_only = [
                 {
-                    "propertyName": self.mapping.read["crm_status"],
+                    "propertyName": read["crm_status"],
                     "operator": "NOT_IN",
                     "values": list(self.mapping.closed_statuses),
                 }
             ]
+        qualified = read["qualified_at"]
         groups = [
             [
                 {
@@ -168,6 +171,25 @@ class HubSpotConnector:
             ],
             [{"propertyName": qualified, "operator": "NOT_HAS_PROPERTY"}, *open_only],
         ]
+        if cold_before is not None:
+            is_qualified = {"propertyName": read["status"], "operator": "EQ", "value": "Qualified"}
+            engaged = read["last_engaged_at"]
+            groups += [
+                [
+                    is_qualified,
+                    {
+                        "propertyName": engaged,
+                        "operator": "LT",
+                        "value": records.epoch_millis(cold_before),
+                    },
+                    *open_only,
+                ],
+                [
+                    is_qualified,
+                    {"propertyName": engaged, "operator": "NOT_HAS_PROPERTY"},
+                    *open_only,
+                ],
+            ]
         return self._search_sliced(groups, ID_PROPERTY)
 
     def read_all(self) -> Iterator[pd.DataFrame]:

@@ -111,8 +111,10 @@ class SalesforceConnector:
     def read_all(self) -> Iterator[pd.DataFrame]:
         return self._pages(records.select_all(self.mapping))
 
-    def read_stale(self, qualified_before: datetime) -> Iterator[pd.DataFrame]:
-        return self._pages(records.select_stale(self.mapping, qualified_before))
+    def read_stale(
+        self, qualified_before: datetime, cold_before: datetime | None = None
+    ) -> Iterator[pd.DataFrame]:
+        return self._pages(records.select_stale(self.mapping, qualified_before, cold_before))
 
     def read_by_ids(self, crm_ids: Sequence[str]) -> pd.DataFrame:
         ids = list(dict.fromkeys(crm_ids))

@@ -47,13 +47,19 @@ def select_by_ids(mapping: FieldMapping, crm_ids: Sequence[str]) -> str:
     )
 
 
-def select_stale(mapping: FieldMapping, qualified_before: datetime) -> str:
-    qualified = _field(mapping.write.get("qualified_at", mapping.read["qualified_at"]))
-    status = _field(mapping.read["crm_status"])
-    where = f"({qualified} < {{}} OR {qualified} = null)"
+def select_stale(
+    mapping: FieldMapping, qualified_before: datetime, cold_before: datetime | None = None
+) -> str:
+    qualified = _field(mapping.read["qualified_at"])
+    where = f"({qualified} < {{}} OR {qualified} = null"
     values: list = [_utc_seconds(qualified_before)]
+    if cold_before is not None:
+        status, engaged = _field(mapping.read["status"]), _field(mapping.read["last_engaged_at"])
+        where += f" OR ({status} = 'Qualified' AND ({engaged} < {{}} OR {engaged} = null))"
+        values.append(_utc_seconds(cold_before))
+    where += ")"
     if mapping.closed_statuses:
-        where += f" AND {status} NOT IN {{}}"
+        where += f" AND {_field(mapping.read['crm_status'])} NOT IN {{}}"
         values.append(list(mapping.closed_statuses))
     return format_soql(
         f"{_select(mapping)} WHERE {where} ORDER BY {_field(mapping.id_field)}", *values

@@ -22,8 +22,21 @@ DEFAULT_SANDBOX_INFO = Path(".leadsync/sandbox/info.json")
 HUBSPOT_API = "https://api.hubapi.com"
 
 
+# Any of these set means real CRM credentials come from the environment.
+CREDENTIAL_VARIABLES = (
+    "SALESFORCE_SESSION_ID",
+    "SALESFORCE_USERNAME",
+    "SALESFORCE_CONSUMER_KEY",
+    "HUBSPOT_ACCESS_TOKEN",
+)
+
+
 class CredentialsMissing(RuntimeError):
     pass
+
+
+def environment_has_credentials(environ: Mapping[str, str] = os.environ) -> bool:
+    return any(environ.get(name) for name in CREDENTIAL_VARIABLES)
 
 
 class SalesforceCredentials(Block):
@@ -76,7 +89,7 @@ def salesforce_credentials(
         "consumer_key": environ.get("SALESFORCE_CONSUMER_KEY"),
         "consumer_secret": environ.get("SALESFORCE_CONSUMER_SECRET"),
     }
-    if from_env["session_id"] or from_env["username"] or from_env["consumer_key"]:
+    if any(environ.get(name) for name in CREDENTIAL_VARIABLES if name.startswith("SALESFORCE")):
         return SalesforceCredentials(
             **{key: value for key, value in from_env.items() if value},
             domain=environ.get("SALESFORCE_DOMAIN", "login"),

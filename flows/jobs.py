@@ -4,7 +4,7 @@ work is in connectors/, the scoring in scoring/, the contract in expectations/."
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
@@ -24,6 +24,7 @@ from scoring import DEFAULT_RULES_PATH, load_rules
 
 Source = Literal["salesforce", "hubspot"]
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+WRITE_SLOT_TIMEOUT_SECONDS = 3600
 
 
 def _run_name(kind: str) -> Callable[[], str]:
@@ -138,7 +139,9 @@ def _backfill_windows(
     logger = get_run_logger()
     while done < end:
         window_end = min(done + timedelta(days=window_days), end)
-        pipeline.process_all(pipeline.connector.read_modified(done, window_end))
+        pipeline.process_all(
+            pipeline.connector.read_modified(done, window_end), label=f"{done:%Y-%m-%d}"
+        )
         done = window_end
         if not dry_run:
             ledger.set_watermark(checkpoint, done, _run_id())
@@ -295,7 +298,17 @@ def _writing(source: str, dry_run: bool) -> Iterator[None]:
     name = f"leadsync-write-{source}"
     with get_client(sync_client=True) as client:
         client.upsert_global_concurrency_limit_by_name(name, 1)
-    with concurrency(name, occupy=1, strict=True):
+    with ExitStack() as held:
+        try:
+            held.enter_context(
+                concurrency(name, occupy=1, strict=True, timeout_seconds=WRITE_SLOT_TIMEOUT_SECONDS)
+            )
+        except TimeoutError:
+            raise TimeoutError(
+                f"another run has held the {name} concurrency limit for over "
+                f"{WRITE_SLOT_TIMEOUT_SECONDS // 60} minutes; see the on-call runbook in the "
+                "README"
+            ) from None
         yield
 
 

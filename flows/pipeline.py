@@ -125,12 +125,15 @@ class Pipeline:
         self.as_of, self.run_id, self.dry_run = as_of, run_id, dry_run
         self.report = RunReport()
 
-    def process_all(self, chunks: Iterable[pd.DataFrame]) -> RunReport:
+    def process_all(self, chunks: Iterable[pd.DataFrame], label: str = "") -> RunReport:
+        prefix = f"{self.connector.source}{'-' + label if label else ''}"
         for number, chunk in enumerate(chunks, start=1):
-            self.process(chunk, f"{self.connector.source}-{number}")
+            self.process(chunk, f"{prefix}-{number}")
         return self.report
 
     def process(self, chunk: pd.DataFrame, label: str) -> None:
+        if chunk.empty:
+            return
         chunk = chunk.drop_duplicates("crm_id", keep="last")
         report = self.report
         report.read += len(chunk)

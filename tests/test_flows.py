@@ -206,11 +206,18 @@ def test_credentials_from_a_prefect_block(crm, monkeypatch):
     sandbox = crm()
     HubSpotCredentials.register_type_and_schema()
     info = sandbox.info
-    HubSpotCredentials(access_token=info["hubspot"]["access_token"],
-                       base_url=info["hubspot"]["base_url"], ca_bundle=info["ca_cert"]).save(
-        "sandbox-hubspot", overwrite=True)
+    HubSpotCredentials(
+        access_token=info["hubspot"]["access_token"],
+        base_url=info["hubspot"]["base_url"],
+        ca_bundle=info["ca_cert"],
+    ).save("sandbox-hubspot", overwrite=True)
     monkeypatch.setenv("LEADSYNC_SANDBOX_INFO", "/nonexistent/info.json")  # only the block works
-    state = sync_leads(source="hubspot", as_of=AS_OF, dry_run=True,
-                       credentials_block="sandbox-hubspot", return_state=True)
+    state = sync_leads(
+        source="hubspot",
+        as_of=AS_OF,
+        dry_run=True,
+        credentials_block="sandbox-hubspot",
+        return_state=True,
+    )
     assert state.is_completed(), state.message
     assert report_of(state).read == 300

@@ -28,6 +28,15 @@ class DailyLimitReached(ConnectorError):
     pass
 
 
+class WriteInterrupted(ConnectorError):
+    """A fatal error stopped a write part way: `report` says which records were written (the
+    rest are failed), so they can be recorded before the run stops."""
+
+    def __init__(self, report: pd.DataFrame, cause: ConnectorError):
+        super().__init__(str(cause))
+        self.report, self.cause = report, cause
+
+
 class MissingFields(ConnectorError):
     """Mapped fields the CRM does not have; the message says how to create them."""
 
@@ -60,7 +69,7 @@ class Connector(Protocol):
         """Raise MissingFields unless every mapped field exists in the CRM."""
 
     def read_modified(self, since: datetime, until: datetime) -> Iterator[pd.DataFrame]:
-        """Leads with since <= modified_at < until, oldest first (ties in id order), each once."""
+        """Leads with since <= modified_at < until, each exactly once."""
 
     def read_all(self) -> Iterator[pd.DataFrame]:
         """Every lead, through the API's cheapest bulk or list path (backfills)."""

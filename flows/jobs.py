@@ -11,7 +11,9 @@ from typing import Literal
 import pandas as pd
 from prefect import flow, get_client, get_run_logger
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.concurrency.sync import concurrency
+from prefect.exceptions import ObjectNotFound
 from prefect.runtime import flow_run
 from prefect.states import Completed, Failed, State
 
@@ -31,7 +33,7 @@ def _run_name(kind: str) -> Callable[[], str]:
     def name() -> str:
         parameters = flow_run.parameters
         as_of = parameters.get("as_of") or flow_run.scheduled_start_time or datetime.now(UTC)
-        stamp = pd.Timestamp(as_of).tz_convert("UTC").strftime("%Y-%m-%dT%H:%MZ")
+        stamp = pd.Timestamp(_utc(as_of)).strftime("%Y-%m-%dT%H:%MZ")
         return f"{parameters.get('source', 'crm')}-{kind}-{stamp}"
 
     return name
@@ -58,6 +60,7 @@ def sync_leads(
         credentials_block: a Prefect credentials block name (default: environment variables,
             then the sandbox).
     """
+    started = datetime.now(UTC)
     as_of, ledger = _as_of(as_of), Ledger()
     connector = _connector(source, credentials_block)
     watermark = ledger.watermark(source)
@@ -71,11 +74,15 @@ def sync_leads(
         owed = ledger.owed(source)
         if owed:
             logger.info("Retrying %d leads a previous run could not finish", len(owed))
-            pipeline.process(connector.read_by_ids(owed), f"{source}-owed")
+            size = connector.page_size
+            pipeline.process_all(
+                (connector.read_by_ids(owed[i : i + size]) for i in range(0, len(owed), size)),
+                label="owed",
+            )
         chunks = connector.read_modified(since, as_of) if watermark else connector.read_all()
         report = pipeline.process_all(chunks)
-    if not dry_run:
-        ledger.set_watermark(source, as_of, _run_id())
+    if not dry_run:  # never into the future, even when as_of simulates it
+        ledger.set_watermark(source, min(as_of, started), _run_id())
     return _finish(report, source, "sync", connector, dry_run)
 
 
@@ -248,6 +255,12 @@ def rollback_run(
 def _restorable(written: pd.DataFrame, current: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     """Leads whose written fields still hold what the run wrote, with the old values to put
     back; and the leads someone changed since."""
+    # A lead written twice in one run: restore its first old value, compare with its last new.
+    ordered = written.sort_values("id")
+    key = ["crm_id", "field"]
+    first_old = ordered.drop_duplicates(key, keep="first").set_index(key)["old"]
+    last_new = ordered.drop_duplicates(key, keep="last").set_index(key)["new"]
+    written = pd.concat([first_old, last_new], axis=1).reset_index()
     restore, changed = [], []
     for crm_id, fields in written.groupby("crm_id", sort=False):
         if crm_id not in current.index or any(
@@ -297,11 +310,20 @@ def _writing(source: str, dry_run: bool) -> Iterator[None]:
         return
     name = f"leadsync-write-{source}"
     with get_client(sync_client=True) as client:
-        client.upsert_global_concurrency_limit_by_name(name, 1)
+        try:
+            client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:  # first use; an admin's later change of the limit is kept
+            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
     with ExitStack() as held:
         try:
             held.enter_context(
-                concurrency(name, occupy=1, strict=True, timeout_seconds=WRITE_SLOT_TIMEOUT_SECONDS)
+                concurrency(
+                    name,
+                    occupy=1,
+                    strict=True,
+                    timeout_seconds=WRITE_SLOT_TIMEOUT_SECONDS,
+                    raise_on_lease_renewal_failure=False,
+                )
             )
         except TimeoutError:
             raise TimeoutError(

@@ -43,7 +43,7 @@ writes = Table(
 watermarks = Table(
     "watermarks",
     metadata,
-    Column("source", String(32), primary_key=True),
+    Column("source", String(255), primary_key=True),  # a CRM, or a backfill's checkpoint
     Column("watermark", DateTime(timezone=True), nullable=False),
     Column("run_id", String(64)),
     Column("updated_at", DateTime(timezone=True), nullable=False),

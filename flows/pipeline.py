@@ -15,6 +15,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from connectors import Connector
+from connectors.base import WriteInterrupted
 from expectations.suite import REASON_COLUMN, LeadContract
 from flows.ledger import Ledger
 from flows.plan import Plan, plan_updates
@@ -144,12 +145,20 @@ class Pipeline:
         report.add_plan(result.valid, result.scored, result.plan)
         if self.dry_run or result.plan.updates.empty:
             if not self.dry_run:
-                self.ledger.settle(self.connector.source, result.valid["crm_id"])
+                self.ledger.settle(self.connector.source, chunk["crm_id"])
             return
-        written, skipped = write_updates(self.connector, result.plan.updates, result.valid, label)
-        self._record(result, written, skipped)
+        try:
+            written, skipped = write_updates(
+                self.connector, result.plan.updates, result.valid, label
+            )
+        except WriteInterrupted as stop:  # record what was written, then stop the run
+            self._record(chunk, result, stop.report, pd.DataFrame(columns=["crm_id", "reason"]))
+            raise stop.cause from stop
+        self._record(chunk, result, written, skipped)
 
-    def _record(self, result: ChunkResult, written: pd.DataFrame, skipped: pd.DataFrame) -> None:
+    def _record(
+        self, chunk: pd.DataFrame, result: ChunkResult, written: pd.DataFrame, skipped: pd.DataFrame
+    ) -> None:
         source, report = self.connector.source, self.report
         succeeded = written.loc[written["success"].astype(bool), "crm_id"]
         failed = written.loc[~written["success"].astype(bool), ["crm_id", "error"]]

@@ -221,3 +221,34 @@ def test_credentials_from_a_prefect_block(crm, monkeypatch):
     )
     assert state.is_completed(), state.message
     assert report_of(state).read == 300
+
+
+def test_writes_made_before_a_fatal_stop_are_recorded_and_owed_leads_retried(crm):
+    sandbox = crm(leads=600, salesforce=SalesforceSettings(daily_limit=6))  # 2 of 3 writes
+    stopped = sync_leads(source="salesforce", as_of=AS_OF, return_state=True)
+    assert stopped.is_failed() and "daily API request limit" in stopped.message
+    scored_in_crm = crm_state_without_limit(sandbox)["score"].notna().sum()
+    recorded = Ledger().writes_of_run(str(stopped.state_details.flow_run_id))
+    assert scored_in_crm > 0
+    assert recorded.query("field == 'score'")["crm_id"].nunique() == scored_in_crm
+    assert Ledger().watermark("salesforce") is None  # not advanced past unwritten leads
+
+    sandbox.salesforce.daily.limit = 10_000
+    assert sync_leads(source="salesforce", as_of=AS_OF, return_state=True).is_completed()
+    assert Ledger().owed("salesforce") == []
+
+
+def crm_state_without_limit(sandbox) -> pd.DataFrame:
+    sandbox.salesforce.daily.limit += 100
+    try:
+        return crm_state("salesforce")
+    finally:
+        sandbox.salesforce.daily.limit -= 100
+
+
+def test_a_future_as_of_never_moves_the_watermark_past_now(crm):
+    crm()
+    before = pd.Timestamp.now(tz="UTC")
+    sync_leads(source="hubspot", as_of=AS_OF + pd.Timedelta(days=2), return_state=True)
+    watermark = pd.Timestamp(Ledger().watermark("hubspot"))
+    assert before - pd.Timedelta(minutes=5) <= watermark <= pd.Timestamp.now(tz="UTC")

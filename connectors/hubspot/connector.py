@@ -1,8 +1,8 @@
 """HubSpot through hubspot-api-client: search pages of 200, list pages of 100, batches of 100.
 
-HubSpot search reaches at most 10,000 results per query. Reads that may match more are sliced:
-when a query nears the cap, a new one starts at the last sort value seen (inclusive) and the
-contacts already returned at that value are skipped, so every contact comes back exactly once.
+HubSpot search reaches at most 10,000 results per query, and paging by offset over a search
+whose matches change under it (every write moves a lead's modification time) skips leads. So
+search reads page by key: in id order, each request asking for ids above the last one seen.
 Calls are paced under the portal's per-10-second and per-second search budgets.
 """
 
@@ -27,6 +27,7 @@ from connectors.base import (
     ConnectorError,
     DailyLimitReached,
     MissingFields,
+    WriteInterrupted,
     write_results,
 )
 from connectors.credentials import HubSpotCredentials, hubspot_credentials
@@ -37,7 +38,7 @@ from connectors.pacing import Pacer
 from connectors.retry import RetryPolicy, Transient, call_with_retries
 
 DEFAULT_MAPPING = Path(__file__).with_name("mapping.yaml")
-SEARCH_PAGE, SEARCH_CAP, LIST_PAGE, BATCH_SIZE = 200, 10_000, 100, 100
+SEARCH_PAGE, LIST_PAGE, BATCH_SIZE = 200, 100, 100
 ID_PROPERTY = "hs_object_id"
 API_ERRORS = (ContactsApiException, PropertiesApiException)  # each API package has its own
 WINDOW_MARGIN_SECONDS = 0.05
@@ -144,7 +145,7 @@ class HubSpotConnector:
             {"propertyName": stamp, "operator": "GTE", "value": records.epoch_millis(since)},
             {"propertyName": stamp, "operator": "LT", "value": records.epoch_millis(until)},
         ]
-        return self._search_sliced([window], stamp)
+        return self._search_by_id([window])
 
     def read_stale(
         self, qualified_before: datetime, cold_before: datetime | None = None
@@ -190,7 +191,7 @@ class HubSpotConnector:
                     *open_only,
                 ],
             ]
-        return self._search_sliced(groups, ID_PROPERTY)
+        return self._search_by_id(groups)
 
     def read_all(self) -> Iterator[pd.DataFrame]:
         """Every contact through the list endpoint, which has no 10,000 cap."""
@@ -245,6 +246,12 @@ class HubSpotConnector:
                     ),
                     read=False,
                 )
+            except ConnectorError as error:  # fatal: report what was written, then stop
+                rest = updates["crm_id"].iloc[start:].astype(str).tolist()
+                failed = write_results(rest, [f"not written: {error}"[:500]] * len(rest))
+                raise WriteInterrupted(
+                    pd.concat([*reports, failed], ignore_index=True), error
+                ) from error
             except (Transient, *API_ERRORS, urllib3.exceptions.HTTPError) as error:
                 reports.append(write_results(ids, [_batch_failure(error)] * len(ids)))
                 continue
@@ -255,53 +262,36 @@ class HubSpotConnector:
         remaining, limit = self._daily if self._daily else (None, None)
         return ApiUsage(self._reads, self._writes, remaining, limit)
 
-    def _search_sliced(
-        self, groups: list[list[dict]], sort_property: str
-    ) -> Iterator[pd.DataFrame]:
-        properties = self._properties
-        if sort_property not in properties and sort_property != ID_PROPERTY:
-            properties = [*properties, sort_property]
-        floor: str | None = None  # restart point: sort values >= floor
-        seen_at_floor: set[str] = set()
+    def _search_by_id(self, groups: list[list[dict]]) -> Iterator[pd.DataFrame]:
+        """Search in id order, each request asking for ids above the last one seen.
+
+        No request carries an offset: leads that a run writes meanwhile (and that leave the
+        search, their modification time now past the window) shift nothing, and HubSpot's
+        10,000-result cap on paging never applies.
+        """
+        last_id: str | None = None
         while True:
             query = (
                 groups
-                if floor is None
+                if last_id is None
                 else [
-                    [*group, {"propertyName": sort_property, "operator": "GTE", "value": floor}]
+                    [*group, {"propertyName": ID_PROPERTY, "operator": "GT", "value": last_id}]
                     for group in groups
                 ]
             )
-            last_value, ids_at_last, after, returned = None, set(), None, 0
-            while True:
-                body = records.search_body(
-                    [records.filter_group(*g) for g in query],
-                    sort_property,
-                    properties,
-                    SEARCH_PAGE,
-                    after,
-                )
-                page = self._call(lambda body=body: self._search(body), read=True)
-                fresh = [c for c in page["results"] if c["id"] not in seen_at_floor]
-                if fresh:
-                    yield records.to_frame(fresh, self.mapping)
-                for contact in page["results"]:
-                    value = _sort_value(contact, sort_property)
-                    if value != last_value:
-                        last_value, ids_at_last = value, set()
-                    ids_at_last.add(contact["id"])
-                returned += len(page["results"])
-                after = _next_after(page)
-                if after is None:
-                    return
-                if returned >= SEARCH_CAP:
-                    break
-            if floor is not None and last_value == floor:  # a whole slice at one value: stuck
-                raise ConnectorError(
-                    f"{SEARCH_CAP:,} or more contacts share {sort_property} = "
-                    f"{floor}; HubSpot search cannot page past them"
-                )
-            floor, seen_at_floor = last_value, ids_at_last
+            body = records.search_body(
+                [records.filter_group(*group) for group in query],
+                ID_PROPERTY,
+                self._properties,
+                SEARCH_PAGE,
+                None,
+            )
+            page = self._call(lambda body=body: self._search(body), read=True)
+            if page["results"]:
+                yield records.to_frame(page["results"], self.mapping)
+            if _next_after(page) is None:
+                return
+            last_id = str(page["results"][-1]["id"])
 
     def _search(self, body: dict):
         self._pace_search.wait()
@@ -338,6 +328,13 @@ class HubSpotConnector:
 
 def classify(error: Exception) -> Exception:
     """Sort hubspot-api-client's failures: transient ones are retried, the rest stop the run."""
+    if isinstance(error, urllib3.exceptions.SSLError) or (
+        isinstance(error, API_ERRORS) and error.status == 0 and "SSL" in str(error.reason)
+    ):
+        return ConnectorError(
+            "TLS verification of HubSpot failed: check the CA bundle "
+            "(LEADSYNC_CA_BUNDLE or the credentials' ca_bundle)."
+        )
     if isinstance(error, API_ERRORS):
         if error.status == 401:
             return AuthenticationFailed(
@@ -351,7 +348,7 @@ def classify(error: Exception) -> Exception:
                     "the next run after the limit resets picks up from here."
                 )
             return Transient("HubSpot answered 429", _retry_after(error))
-        if error.status >= 500 or error.status == 0:
+        if error.status >= 500 or error.status == 0:  # 0: the connection failed
             return Transient(f"HubSpot answered {error.status}")
     if isinstance(error, urllib3.exceptions.HTTPError):
         return Transient(f"connection to HubSpot failed: {type(error).__name__}")
@@ -372,13 +369,6 @@ def _retry_after(error: ContactsApiException | PropertiesApiException) -> float 
         return float(value) if value is not None else None
     except ValueError:
         return None
-
-
-def _sort_value(contact: dict, sort_property: str) -> str:
-    """The contact's sort value as a search filter wants it (datetimes in epoch milliseconds)."""
-    if sort_property == ID_PROPERTY:
-        return str(contact["id"])
-    return records.epoch_millis(pd.Timestamp(contact["properties"][sort_property]))
 
 
 def _next_after(page: dict) -> str | None:

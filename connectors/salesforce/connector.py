@@ -20,8 +20,10 @@ from simple_salesforce.exceptions import (
 from connectors.base import (
     ApiUsage,
     AuthenticationFailed,
+    ConnectorError,
     DailyLimitReached,
     MissingFields,
+    WriteInterrupted,
     write_results,
 )
 from connectors.credentials import SalesforceCredentials, salesforce_credentials
@@ -32,6 +34,7 @@ from connectors.salesforce import records
 DEFAULT_MAPPING = Path(__file__).with_name("mapping.yaml")
 PAGE_SIZE = 2_000
 COLLECTION_SIZE = 200
+IDS_PER_QUERY = 400  # keeps a query's URL well under the REST API's 16,384-byte limit
 TRANSIENT_STATUSES = {429, 500, 502, 503, 504}
 log = logging.getLogger(__name__)
 
@@ -120,9 +123,9 @@ class SalesforceConnector:
         ids = list(dict.fromkeys(crm_ids))
         frames = [
             frame
-            for start in range(0, len(ids), PAGE_SIZE)
+            for start in range(0, len(ids), IDS_PER_QUERY)
             for frame in self._pages(
-                records.select_by_ids(self.mapping, ids[start : start + PAGE_SIZE])
+                records.select_by_ids(self.mapping, ids[start : start + IDS_PER_QUERY])
             )
         ]
         return (
@@ -143,6 +146,12 @@ class SalesforceConnector:
                     ),
                     read=False,
                 )
+            except ConnectorError as error:  # fatal: report what was written, then stop
+                rest = updates["crm_id"].iloc[start:].tolist()
+                failed = write_results(rest, [f"not written: {error}"[:500]] * len(rest))
+                raise WriteInterrupted(
+                    pd.concat([*reports, failed], ignore_index=True), error
+                ) from error
             except (Transient, SalesforceError) as error:  # the whole call failed: every record did
                 reports.append(write_results(ids, [f"batch failed: {error}"[:500]] * len(ids)))
                 continue
@@ -199,6 +208,11 @@ def classify(error: Exception) -> Exception:
         )
     if isinstance(error, SalesforceGeneralError) and error.status in TRANSIENT_STATUSES:
         return Transient(f"Salesforce answered {error.status}")
+    if isinstance(error, requests.exceptions.SSLError):
+        return ConnectorError(
+            "TLS verification of Salesforce failed: check the CA bundle "
+            "(LEADSYNC_CA_BUNDLE or the credentials' ca_bundle)."
+        )
     if isinstance(error, requests.ConnectionError | requests.Timeout):
         return Transient(f"connection to Salesforce failed: {type(error).__name__}")
     return error

@@ -6,7 +6,7 @@ canonical write-back columns and reports success or the error for each record, i
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol, runtime_checkable
@@ -98,3 +98,34 @@ def write_results(crm_ids: Sequence[str], errors: Sequence[str | None]) -> pd.Da
             "error": pd.Series(list(errors), dtype="str"),
         }
     )
+
+
+def write_in_batches(
+    updates: pd.DataFrame,
+    size: int,
+    send: Callable[[pd.DataFrame], list[str | None]],
+    batch_failures: tuple[type[Exception], ...],
+    describe: Callable[[Exception], str] = str,
+) -> pd.DataFrame:
+    """Write `size` records at a time with `send`, which returns an error (or None) per record.
+
+    A batch whose call fails with one of `batch_failures` fails every one of its records and the
+    next batch goes on; a fatal ConnectorError stops at once with WriteInterrupted, reporting
+    what was written before it.
+    """
+    reports = []
+    for start in range(0, len(updates), size):
+        batch = updates.iloc[start : start + size]
+        ids = batch["crm_id"].astype(str).tolist()
+        try:
+            errors = send(batch)
+        except ConnectorError as error:
+            rest = updates["crm_id"].iloc[start:].astype(str).tolist()
+            failed = write_results(rest, [f"not written: {error}"[:500]] * len(rest))
+            raise WriteInterrupted(
+                pd.concat([*reports, failed], ignore_index=True), error
+            ) from error
+        except batch_failures as error:
+            errors = [f"batch failed: {describe(error)}"[:500]] * len(ids)
+        reports.append(write_results(ids, errors))
+    return pd.concat(reports, ignore_index=True) if reports else write_results([], [])

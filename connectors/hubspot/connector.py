@@ -27,8 +27,7 @@ from connectors.base import (
     ConnectorError,
     DailyLimitReached,
     MissingFields,
-    WriteInterrupted,
-    write_results,
+    write_in_batches,
 )
 from connectors.credentials import HubSpotCredentials, hubspot_credentials
 from connectors.hubspot import records
@@ -234,29 +233,24 @@ class HubSpotConnector:
         )
 
     def write(self, updates: pd.DataFrame) -> pd.DataFrame:
-        reports = []
-        for start in range(0, len(updates), BATCH_SIZE):
-            inputs = records.to_inputs(updates.iloc[start : start + BATCH_SIZE], self.mapping)
-            ids = [item["id"] for item in inputs]
-            try:
-                response = self._call(
-                    lambda inputs=inputs: self.client.crm.contacts.batch_api.update(
-                        batch_input_simple_public_object_batch_input={"inputs": inputs},
-                        _preload_content=False,
-                    ),
-                    read=False,
-                )
-            except ConnectorError as error:  # fatal: report what was written, then stop
-                rest = updates["crm_id"].iloc[start:].astype(str).tolist()
-                failed = write_results(rest, [f"not written: {error}"[:500]] * len(rest))
-                raise WriteInterrupted(
-                    pd.concat([*reports, failed], ignore_index=True), error
-                ) from error
-            except (Transient, *API_ERRORS, urllib3.exceptions.HTTPError) as error:
-                reports.append(write_results(ids, [_batch_failure(error)] * len(ids)))
-                continue
-            reports.append(write_results(ids, _errors_by_id(ids, response)))
-        return pd.concat(reports, ignore_index=True) if reports else write_results([], [])
+        return write_in_batches(
+            updates,
+            BATCH_SIZE,
+            self._send,
+            (Transient, *API_ERRORS, urllib3.exceptions.HTTPError),
+            _describe_failure,
+        )
+
+    def _send(self, batch: pd.DataFrame) -> list[str | None]:
+        inputs = records.to_inputs(batch, self.mapping)
+        response = self._call(
+            lambda: self.client.crm.contacts.batch_api.update(
+                batch_input_simple_public_object_batch_input={"inputs": inputs},
+                _preload_content=False,
+            ),
+            read=False,
+        )
+        return _errors_by_id([item["id"] for item in inputs], response)
 
     def usage(self) -> ApiUsage:
         remaining, limit = self._daily if self._daily else (None, None)
@@ -387,12 +381,10 @@ def _errors_by_id(ids: list[str], response: dict) -> list[str | None]:
     ]
 
 
-def _batch_failure(error: Exception) -> str:
+def _describe_failure(error: Exception) -> str:
     if isinstance(error, API_ERRORS):
-        return f"batch failed: HubSpot answered {error.status}: {_body(error).get('message', '')}"[
-            :500
-        ]
-    return f"batch failed: {error}"[:500]
+        return f"HubSpot answered {error.status}: {_body(error).get('message', '')}"
+    return str(error)
 
 
 def _log_retry(error: Transient, attempt: int) -> None:

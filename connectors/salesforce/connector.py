@@ -23,8 +23,7 @@ from connectors.base import (
     ConnectorError,
     DailyLimitReached,
     MissingFields,
-    WriteInterrupted,
-    write_results,
+    write_in_batches,
 )
 from connectors.credentials import SalesforceCredentials, salesforce_credentials
 from connectors.mapping import FieldMapping, load_mapping
@@ -133,35 +132,23 @@ class SalesforceConnector:
         )
 
     def write(self, updates: pd.DataFrame) -> pd.DataFrame:
-        reports = []
-        for start in range(0, len(updates), COLLECTION_SIZE):
-            batch = records.to_records(updates.iloc[start : start + COLLECTION_SIZE], self.mapping)
-            ids = [record["id"] for record in batch]
-            try:
-                results = self._call(
-                    lambda batch=batch: self.client.restful(
-                        "composite/sobjects",
-                        method="PATCH",
-                        json={"allOrNone": False, "records": batch},
-                    ),
-                    read=False,
-                )
-            except ConnectorError as error:  # fatal: report what was written, then stop
-                rest = updates["crm_id"].iloc[start:].tolist()
-                failed = write_results(rest, [f"not written: {error}"[:500]] * len(rest))
-                raise WriteInterrupted(
-                    pd.concat([*reports, failed], ignore_index=True), error
-                ) from error
-            except (Transient, SalesforceError) as error:  # the whole call failed: every record did
-                reports.append(write_results(ids, [f"batch failed: {error}"[:500]] * len(ids)))
-                continue
-            # Results come in input order; failed ones may carry no id, so match by position.
-            errors = [
-                None if result.get("success") else _describe_errors(result.get("errors"))
-                for result in results
-            ]
-            reports.append(write_results(ids, errors))
-        return pd.concat(reports, ignore_index=True) if reports else write_results([], [])
+        return write_in_batches(updates, COLLECTION_SIZE, self._send, (Transient, SalesforceError))
+
+    def _send(self, batch: pd.DataFrame) -> list[str | None]:
+        collection = records.to_records(batch, self.mapping)
+        results = self._call(
+            lambda: self.client.restful(
+                "composite/sobjects",
+                method="PATCH",
+                json={"allOrNone": False, "records": collection},
+            ),
+            read=False,
+        )
+        # Results come in input order; failed ones may carry no id, so match by position.
+        return [
+            None if result.get("success") else _describe_errors(result.get("errors"))
+            for result in results
+        ]
 
     def usage(self) -> ApiUsage:
         usage = (self.client.api_usage or {}).get("api-usage")

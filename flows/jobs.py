@@ -74,11 +74,7 @@ def sync_leads(
         owed = ledger.owed(source)
         if owed:
             logger.info("Retrying %d leads a previous run could not finish", len(owed))
-            size = connector.page_size
-            pipeline.process_all(
-                (connector.read_by_ids(owed[i : i + size]) for i in range(0, len(owed), size)),
-                label="owed",
-            )
+            pipeline.process_all(_owed_chunks(connector, ledger, owed, dry_run), label="owed")
         chunks = connector.read_modified(since, as_of) if watermark else connector.read_all()
         report = pipeline.process_all(chunks)
     if not dry_run:  # never into the future, even when as_of simulates it
@@ -124,6 +120,18 @@ def backfill_leads(
                 pipeline, ledger, source, _utc(start), end, window_days, dry_run
             )
     return _finish(report, source, "backfill", connector, dry_run)
+
+
+def _owed_chunks(
+    connector: Connector, ledger: Ledger, owed: list[str], dry_run: bool
+) -> Iterator[pd.DataFrame]:
+    """The owed leads, a page at a time; those gone from the CRM are settled, not retried."""
+    for start in range(0, len(owed), connector.page_size):
+        ids = owed[start : start + connector.page_size]
+        chunk = connector.read_by_ids(ids)
+        if not dry_run:
+            ledger.settle(connector.source, set(ids) - set(chunk["crm_id"]))
+        yield chunk
 
 
 def _backfill_windows(

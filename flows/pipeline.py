@@ -94,15 +94,14 @@ def write_updates(
     before = read.set_index("crm_id")["modified_at"]
     now = current.set_index("crm_id")["modified_at"]
     touched = now.index[now.ne(before.reindex(now.index))].tolist()
-    gone = sorted(set(updates["crm_id"]) - set(now.index))
     skipped = pd.DataFrame(
         {
-            "crm_id": touched + gone,
-            "reason": ["changed in the CRM since it was read; rescored next run"] * len(touched)
-            + ["no longer in the CRM"] * len(gone),
+            "crm_id": touched,
+            "reason": ["changed in the CRM since it was read; rescored next run"] * len(touched),
         }
     )
-    to_write = updates[~updates["crm_id"].isin(skipped["crm_id"])]
+    # Leads gone from the CRM since (deleted, merged) are neither written nor owed.
+    to_write = updates[updates["crm_id"].isin(now.index) & ~updates["crm_id"].isin(touched)]
     report = (
         connector.write(to_write)
         if len(to_write)
@@ -165,9 +164,7 @@ class Pipeline:
         changes = result.plan.changes
         self.ledger.record_writes(self.run_id, source, changes[changes["crm_id"].isin(succeeded)])
         owed = pd.concat([failed.rename(columns={"error": "reason"}), skipped], ignore_index=True)
-        self.ledger.settle(
-            source, result.valid["crm_id"][~result.valid["crm_id"].isin(owed["crm_id"])]
-        )
+        self.ledger.settle(source, chunk["crm_id"][~chunk["crm_id"].isin(owed["crm_id"])])
         self.ledger.owe(source, owed, self.run_id)
         report.written += len(succeeded)
         report.failed += len(failed)

@@ -252,3 +252,21 @@ def test_a_future_as_of_never_moves_the_watermark_past_now(crm):
     sync_leads(source="hubspot", as_of=AS_OF + pd.Timedelta(days=2), return_state=True)
     watermark = pd.Timestamp(Ledger().watermark("hubspot"))
     assert before - pd.Timedelta(minutes=5) <= watermark <= pd.Timestamp.now(tz="UTC")
+
+
+def test_owed_leads_that_were_deleted_or_quarantined_are_settled(crm):
+    sandbox = crm()
+    leads = crm_state("salesforce")
+    quarantined_id = leads.index[0]
+    client = connector_for("salesforce").client
+    client.Lead.update(quarantined_id, {"NumberOfEmployees": -5})  # breaks the lead contract
+    deleted_id = leads.index[1]
+    Ledger().owe(
+        "salesforce",
+        pd.DataFrame({"crm_id": [quarantined_id, deleted_id], "reason": ["test", "test"]}),
+        "earlier-run",
+    )
+    client.Lead.delete(deleted_id)
+    assert sync_leads(source="salesforce", as_of=AS_OF, return_state=True).is_completed()
+    assert Ledger().owed("salesforce") == []
+    assert sandbox.salesforce.lead_count() == 300

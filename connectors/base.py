@@ -13,8 +13,6 @@ from typing import Protocol, runtime_checkable
 
 import pandas as pd
 
-WRITE_RESULT_COLUMNS = ("crm_id", "success", "error")
-
 
 class ConnectorError(RuntimeError):
     """A CRM problem that retrying will not fix: the run must stop and say why."""

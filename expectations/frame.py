@@ -67,10 +67,6 @@ def conform(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out, index=frame.index)
 
 
-def empty() -> pd.DataFrame:
-    return conform(pd.DataFrame())
-
-
 def _as_dtype(values: pd.Series, dtype: str) -> pd.Series:
     if dtype == TIMESTAMP:
         return pd.to_datetime(values, utc=True, errors="coerce").astype(TIMESTAMP)

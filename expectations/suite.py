@@ -20,6 +20,7 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")  # nothing phones home
 
 import great_expectations as gx  # noqa: E402
 from great_expectations import expectations as gxe  # noqa: E402
+from great_expectations.data_context.types.base import ProgressBarsConfig  # noqa: E402
 
 REASON_COLUMN = "quarantine_reason"
 _suite_numbers = count()
@@ -70,6 +71,7 @@ class LeadContract:
         self.settings = settings
         self._now = now
         context = gx.get_context(mode="ephemeral")
+        context.variables.progress_bars = ProgressBarsConfig(globally=False)  # no console noise
         source = context.data_sources.add_pandas("leads")
         self._batches = source.add_dataframe_asset("chunk").add_batch_definition_whole_dataframe(
             "whole chunk"

@@ -15,7 +15,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from connectors import Connector
-from connectors.base import WriteInterrupted
+from connectors.base import WriteInterrupted, write_results
 from expectations.suite import REASON_COLUMN, LeadContract
 from flows.ledger import Ledger
 from flows.plan import Plan, plan_updates
@@ -102,11 +102,7 @@ def write_updates(
     )
     # Leads gone from the CRM since (deleted, merged) are neither written nor owed.
     to_write = updates[updates["crm_id"].isin(now.index) & ~updates["crm_id"].isin(touched)]
-    report = (
-        connector.write(to_write)
-        if len(to_write)
-        else pd.DataFrame(columns=["crm_id", "success", "error"])
-    )
+    report = connector.write(to_write) if len(to_write) else write_results([], [])
     return report, skipped
 
 

@@ -80,7 +80,7 @@ def test_sync_writes_what_scoring_says_and_a_rerun_writes_nothing(crm, source):
 
 
 def test_a_reps_status_survives_and_an_edit_mid_run_is_not_overwritten(crm):
-    sandbox = crm()
+    crm()
     connector = connector_for("salesforce")
     lead = crm_state("salesforce").index[0]
     sf_client = connector.client
@@ -107,7 +107,6 @@ def test_a_reps_status_survives_and_an_edit_mid_run_is_not_overwritten(crm):
     report, skipped = write_updates.fn(connector, updates, read, "test")
     assert report.empty and skipped["crm_id"].tolist() == [other]
     assert crm_state("salesforce").loc[other, "score"] == 3
-    assert sandbox.salesforce.lead_count() == 300
 
 
 @pytest.mark.parametrize("source", SOURCES)

@@ -6,10 +6,13 @@ canonical write-back columns and reports success or the error for each record, i
 
 from __future__ import annotations
 
+import threading
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 import pandas as pd
 
@@ -43,18 +46,42 @@ class MissingFields(ConnectorError):
         super().__init__(f"{source} is missing mapped field(s) {', '.join(fields)}. {how_to_fix}")
 
 
+CallKind = Literal["read", "write", "metadata"]
+
+
 @dataclass(frozen=True)
 class ApiUsage:
-    """Calls this connector made, and what the CRM says is left of its budget (None: unknown)."""
+    """Calls this connector made (reads and writes of leads, and metadata such as describing
+    the fields), and what the CRM says is left of its budget (None: unknown)."""
 
     reads: int
     writes: int
+    metadata: int
     remaining: int | None
     limit: int | None
 
     @property
     def calls(self) -> int:
-        return self.reads + self.writes
+        return self.reads + self.writes + self.metadata
+
+
+class CallCounter:
+    """Calls made, by kind; safe to count from concurrent writes."""
+
+    def __init__(self) -> None:
+        self._counts: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def add(self, kind: CallKind) -> None:
+        with self._lock:
+            self._counts[kind] += 1
+
+    def usage(self, remaining: int | None, limit: int | None) -> ApiUsage:
+        with self._lock:
+            counts = dict(self._counts)
+        return ApiUsage(
+            counts.get("read", 0), counts.get("write", 0), counts.get("metadata", 0), remaining, limit
+        )
 
 
 @runtime_checkable
@@ -104,26 +131,54 @@ def write_in_batches(
     send: Callable[[pd.DataFrame], list[str | None]],
     batch_failures: tuple[type[Exception], ...],
     describe: Callable[[Exception], str] = str,
+    concurrency: int = 1,
 ) -> pd.DataFrame:
-    """Write `size` records at a time with `send`, which returns an error (or None) per record.
+    """Write `size` records at a time with `send`, which returns an error (or None) per record,
+    with up to `concurrency` calls in flight; the report keeps the input order.
 
     A batch whose call fails with one of `batch_failures` fails every one of its records and the
-    next batch goes on; a fatal ConnectorError stops at once with WriteInterrupted, reporting
-    what was written before it.
+    next batch goes on; a fatal ConnectorError sends no further batch, waits for those in flight,
+    and raises WriteInterrupted reporting what was written.
     """
-    reports = []
-    for start in range(0, len(updates), size):
-        batch = updates.iloc[start : start + size]
+    batches = [updates.iloc[start : start + size] for start in range(0, len(updates), size)]
+    reports: list[pd.DataFrame | None] = [None] * len(batches)
+    fatal: ConnectorError | None = None
+
+    def write(batch: pd.DataFrame) -> pd.DataFrame:
         ids = batch["crm_id"].astype(str).tolist()
         try:
             errors = send(batch)
-        except ConnectorError as error:
-            rest = updates["crm_id"].iloc[start:].astype(str).tolist()
-            failed = write_results(rest, [f"not written: {error}"[:500]] * len(rest))
-            raise WriteInterrupted(
-                pd.concat([*reports, failed], ignore_index=True), error
-            ) from error
+        except ConnectorError:
+            raise
         except batch_failures as error:
             errors = [f"batch failed: {describe(error)}"[:500]] * len(ids)
-        reports.append(write_results(ids, errors))
+        return write_results(ids, errors)
+
+    queued = iter(enumerate(batches))
+    with ThreadPoolExecutor(max(1, concurrency), thread_name_prefix="crm-write") as pool:
+        in_flight: dict[Future, int] = {}
+
+        def submit_next() -> None:
+            queued_batch = next(queued, None)
+            if queued_batch is not None:
+                in_flight[pool.submit(write, queued_batch[1])] = queued_batch[0]
+
+        for _ in range(max(1, concurrency)):
+            submit_next()
+        while in_flight:
+            finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+            for future in finished:
+                index = in_flight.pop(future)
+                try:
+                    reports[index] = future.result()
+                except ConnectorError as error:
+                    fatal = fatal or error
+                if fatal is None:
+                    submit_next()
+    if fatal is not None:
+        for index, batch in enumerate(batches):
+            if reports[index] is None:
+                ids = batch["crm_id"].astype(str).tolist()
+                reports[index] = write_results(ids, [f"not written: {fatal}"[:500]] * len(ids))
+        raise WriteInterrupted(pd.concat(reports, ignore_index=True), fatal)
     return pd.concat(reports, ignore_index=True) if reports else write_results([], [])

@@ -8,6 +8,7 @@ readable reason per row (every broken expectation, in words), so RevOps can fix 
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import timedelta
 from itertools import count
@@ -23,6 +24,7 @@ from great_expectations import expectations as gxe  # noqa: E402
 from great_expectations.data_context.types.base import ProgressBarsConfig  # noqa: E402
 
 REASON_COLUMN = "quarantine_reason"
+CONTRACTS_KEPT = 4
 _suite_numbers = count()
 
 
@@ -84,6 +86,10 @@ class LeadContract:
             )
         )
 
+    def __reduce__(self):
+        # GX's context does not pickle: a distributed worker rebuilds the suite, once.
+        return (contract_for, (self.settings, self._now))
+
     def validate(self, chunk: pd.DataFrame) -> Validation:
         frame = conform(chunk).reset_index(drop=True)
         if frame.empty:
@@ -114,6 +120,19 @@ class LeadContract:
     def _latest_allowed(self) -> pd.Timestamp:
         now = self._now if self._now is not None else pd.Timestamp.now(tz="UTC")
         return now + self.settings.future_tolerance
+
+
+_built: OrderedDict[str, LeadContract] = OrderedDict()
+
+
+def contract_for(settings: ContractSettings, now: pd.Timestamp | None) -> LeadContract:
+    """The contract for these settings, built once per process (the last few are kept)."""
+    key = repr((settings, now))
+    if key not in _built:
+        _built[key] = LeadContract(settings, now)
+        while len(_built) > CONTRACTS_KEPT:
+            _built.popitem(last=False)
+    return _built[key]
 
 
 def _checks(settings: ContractSettings, latest: pd.Timestamp) -> list[_Check]:

@@ -66,7 +66,11 @@ def _summary(
         ("written", "0 (dry run)" if dry_run else report.written),
         ("failed", report.failed),
         ("skipped (edited during the run)", report.skipped),
-        ("API calls used", f"{usage.calls:,} ({usage.reads:,} reads, {usage.writes:,} writes)"),
+        (
+            "API calls used",
+            f"{usage.calls:,} ({usage.reads:,} reads, {usage.writes:,} writes, "
+            f"{usage.metadata:,} metadata)",
+        ),
         ("API calls left today", left),
     ]
     lines = [f"# {source} {kind}{' (dry run: nothing written)' if dry_run else ''}", ""]

@@ -22,6 +22,7 @@ from expectations.suite import LeadContract
 from flows.artifacts import publish
 from flows.ledger import Ledger, as_text
 from flows.pipeline import Pipeline, RunReport
+from flows.settings import task_runner
 from scoring import DEFAULT_RULES_PATH, load_rules
 
 Source = Literal["salesforce", "hubspot"]
@@ -39,7 +40,7 @@ def _run_name(kind: str) -> Callable[[], str]:
     return name
 
 
-@flow(name="sync-leads", flow_run_name=_run_name("sync"))
+@flow(name="sync-leads", task_runner=task_runner(), flow_run_name=_run_name("sync"))
 def sync_leads(
     source: Source = "salesforce",
     as_of: datetime | None = None,
@@ -82,7 +83,7 @@ def sync_leads(
     return _finish(report, source, "sync", connector, dry_run)
 
 
-@flow(name="backfill-leads", flow_run_name=_run_name("backfill"))
+@flow(name="backfill-leads", task_runner=task_runner(), flow_run_name=_run_name("backfill"))
 def backfill_leads(
     source: Source = "salesforce",
     start: datetime | None = None,
@@ -172,7 +173,7 @@ def _backfill_windows(
     return pipeline.report
 
 
-@flow(name="requalify-leads", flow_run_name=_run_name("requalify"))
+@flow(name="requalify-leads", task_runner=task_runner(), flow_run_name=_run_name("requalify"))
 def requalify_leads(
     source: Source = "salesforce",
     as_of: datetime | None = None,

@@ -104,7 +104,7 @@ def test_a_reps_status_survives_and_an_edit_mid_run_is_not_overwritten(crm):
             "qualified_at": [AS_OF],
         }
     )
-    report, skipped = write_updates.fn(connector, updates, read, "test")
+    report, skipped = write_updates.fn(connector, updates, read, "test", recheck=True)
     assert report.empty and skipped["crm_id"].tolist() == [other]
     assert crm_state("salesforce").loc[other, "score"] == 3
 
@@ -223,7 +223,8 @@ def test_credentials_from_a_prefect_block(crm, monkeypatch):
 
 
 def test_writes_made_before_a_fatal_stop_are_recorded_and_owed_leads_retried(crm):
-    sandbox = crm(leads=600, salesforce=SalesforceSettings(daily_limit=6))  # 2 of 3 writes
+    # describe, one page read, then 2 of the 3 collection writes fit the daily limit
+    sandbox = crm(leads=600, salesforce=SalesforceSettings(daily_limit=4))
     stopped = sync_leads(source="salesforce", as_of=AS_OF, return_state=True)
     assert stopped.is_failed() and "daily API request limit" in stopped.message
     scored_in_crm = crm_state_without_limit(sandbox)["score"].notna().sum()

@@ -24,6 +24,8 @@ from hubspot.crm.properties.exceptions import ApiException as PropertiesApiExcep
 from connectors.base import (
     ApiUsage,
     AuthenticationFailed,
+    CallCounter,
+    CallKind,
     ConnectorError,
     DailyLimitReached,
     MissingFields,
@@ -35,6 +37,7 @@ from connectors.hubspot.properties import CUSTOM_PROPERTIES
 from connectors.mapping import FieldMapping, load_mapping
 from connectors.pacing import Pacer
 from connectors.retry import RetryPolicy, Transient, call_with_retries
+from connectors.settings import ConnectorSettings
 
 DEFAULT_MAPPING = Path(__file__).with_name("mapping.yaml")
 SEARCH_PAGE, LIST_PAGE, BATCH_SIZE = 200, 100, 100
@@ -50,6 +53,10 @@ class HubSpotLimits:
 
     per_ten_seconds: int = 190
     search_per_second: int = 5
+
+    @classmethod
+    def from_settings(cls, settings: ConnectorSettings) -> HubSpotLimits:
+        return cls(settings.hubspot_requests_per_ten_seconds, settings.hubspot_searches_per_second)
 
 
 def connect(credentials: HubSpotCredentials) -> HubSpot:
@@ -73,14 +80,15 @@ class HubSpotConnector:
         mapping: FieldMapping | None = None,
         limits: HubSpotLimits = HubSpotLimits(),
         retry: RetryPolicy = RetryPolicy(),
+        write_concurrency: int = 1,
     ):
         self.client = client
         self.mapping = mapping or load_mapping(DEFAULT_MAPPING)
-        self.retry = retry
+        self.retry, self.write_concurrency = retry, write_concurrency
         # A little longer than HubSpot's windows: its clock starts when a request arrives.
         self._pace = Pacer(limits.per_ten_seconds, 10.0 + WINDOW_MARGIN_SECONDS)
         self._pace_search = Pacer(limits.search_per_second, 1.0 + WINDOW_MARGIN_SECONDS)
-        self._reads = self._writes = 0
+        self._calls = CallCounter()
         self._daily: tuple[int, int] | None = None  # (remaining, limit) from the last response
 
     @classmethod
@@ -88,10 +96,16 @@ class HubSpotConnector:
         cls,
         block: str | None = None,
         mapping_path: str | Path | None = None,
-        limits: HubSpotLimits = HubSpotLimits(),
+        settings: ConnectorSettings | None = None,
     ) -> HubSpotConnector:
+        settings = settings or ConnectorSettings()
         mapping = load_mapping(mapping_path) if mapping_path else None
-        return cls(connect(hubspot_credentials(block)), mapping, limits)
+        return cls(
+            connect(hubspot_credentials(block)),
+            mapping,
+            HubSpotLimits.from_settings(settings),
+            write_concurrency=settings.write_concurrency,
+        )
 
     @property
     def _properties(self) -> list[str]:
@@ -123,7 +137,7 @@ class HubSpotConnector:
                     property_create=CUSTOM_PROPERTIES[name],
                     _preload_content=False,
                 ),
-                read=False,
+                "metadata",
             )
         return missing
 
@@ -132,7 +146,7 @@ class HubSpotConnector:
             lambda: self.client.crm.properties.core_api.get_all(
                 object_type=self.mapping.object, _preload_content=False
             ),
-            read=True,
+            "metadata",
         )
         return self.mapping.missing_from(
             {prop["name"] for prop in existing["results"]} | {ID_PROPERTY}
@@ -204,7 +218,7 @@ class HubSpotConnector:
                     archived=False,
                     _preload_content=False,
                 ),
-                read=True,
+                "read",
             )
             yield records.to_frame(page["results"], self.mapping)
             after = _next_after(page)
@@ -225,7 +239,7 @@ class HubSpotConnector:
                     archived=False,
                     _preload_content=False,
                 ),
-                read=True,
+                "read",
             )
             frames.append(records.to_frame(page["results"], self.mapping))
         return (
@@ -239,6 +253,7 @@ class HubSpotConnector:
             self._send,
             (Transient, *API_ERRORS, urllib3.exceptions.HTTPError),
             _describe_failure,
+            self.write_concurrency,
         )
 
     def _send(self, batch: pd.DataFrame) -> list[str | None]:
@@ -248,13 +263,13 @@ class HubSpotConnector:
                 batch_input_simple_public_object_batch_input={"inputs": inputs},
                 _preload_content=False,
             ),
-            read=False,
+            "write",
         )
         return _errors_by_id([item["id"] for item in inputs], response)
 
     def usage(self) -> ApiUsage:
         remaining, limit = self._daily if self._daily else (None, None)
-        return ApiUsage(self._reads, self._writes, remaining, limit)
+        return self._calls.usage(remaining, limit)
 
     def _search_by_id(self, groups: list[list[dict]]) -> Iterator[pd.DataFrame]:
         """Search in id order, each request asking for ids above the last one seen.
@@ -280,7 +295,7 @@ class HubSpotConnector:
                 SEARCH_PAGE,
                 None,
             )
-            page = self._call(lambda body=body: self._search(body), read=True)
+            page = self._call(lambda body=body: self._search(body), "read")
             if page["results"]:
                 yield records.to_frame(page["results"], self.mapping)
             if _next_after(page) is None:
@@ -293,13 +308,10 @@ class HubSpotConnector:
             public_object_search_request=body, _preload_content=False
         )
 
-    def _call(self, request, read: bool):
+    def _call(self, request, kind: CallKind):
         def paced():
             self._pace.wait()
-            if read:
-                self._reads += 1
-            else:
-                self._writes += 1
+            self._calls.add(kind)
             # Raw JSON, not the client's models: building those costs more than the call itself.
             response = request()
             self._remember_daily(response.headers)

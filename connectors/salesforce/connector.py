@@ -20,6 +20,8 @@ from simple_salesforce.exceptions import (
 from connectors.base import (
     ApiUsage,
     AuthenticationFailed,
+    CallCounter,
+    CallKind,
     ConnectorError,
     DailyLimitReached,
     MissingFields,
@@ -29,6 +31,7 @@ from connectors.credentials import SalesforceCredentials, salesforce_credentials
 from connectors.mapping import FieldMapping, load_mapping
 from connectors.retry import RetryPolicy, Transient, call_with_retries
 from connectors.salesforce import records
+from connectors.settings import ConnectorSettings
 
 DEFAULT_MAPPING = Path(__file__).with_name("mapping.yaml")
 PAGE_SIZE = 2_000
@@ -77,11 +80,15 @@ class SalesforceConnector:
         client: Salesforce,
         mapping: FieldMapping | None = None,
         retry: RetryPolicy = RetryPolicy(),
+        settings: ConnectorSettings | None = None,
     ):
         self.client = client
         self.mapping = mapping or load_mapping(DEFAULT_MAPPING)
         self.retry = retry
-        self._reads = self._writes = 0
+        self.settings = settings or ConnectorSettings()
+        self._calls = CallCounter()
+        # Every HTTP call goes through the client's session, the bulk ones included.
+        client.session.hooks["response"].append(self._count)
 
     @classmethod
     def from_settings(
@@ -89,14 +96,13 @@ class SalesforceConnector:
         block: str | None = None,
         mapping_path: str | Path | None = None,
         retry: RetryPolicy = RetryPolicy(),
+        settings: ConnectorSettings | None = None,
     ) -> SalesforceConnector:
         mapping = load_mapping(mapping_path) if mapping_path else None
-        return cls(connect(salesforce_credentials(block)), mapping, retry)
+        return cls(connect(salesforce_credentials(block)), mapping, retry, settings)
 
     def check_fields(self) -> None:
-        describe = self._call(
-            lambda: getattr(self.client, self.mapping.object).describe(), read=True
-        )
+        describe = self._call(lambda: getattr(self.client, self.mapping.object).describe())
         missing = self.mapping.missing_from({field["name"] for field in describe["fields"]})
         if missing:
             raise MissingFields(
@@ -132,7 +138,13 @@ class SalesforceConnector:
         )
 
     def write(self, updates: pd.DataFrame) -> pd.DataFrame:
-        return write_in_batches(updates, COLLECTION_SIZE, self._send, (Transient, SalesforceError))
+        return write_in_batches(
+            updates,
+            COLLECTION_SIZE,
+            self._send,
+            (Transient, SalesforceError),
+            concurrency=self.settings.write_concurrency,
+        )
 
     def _send(self, batch: pd.DataFrame) -> list[str | None]:
         collection = records.to_records(batch, self.mapping)
@@ -141,8 +153,7 @@ class SalesforceConnector:
                 "composite/sobjects",
                 method="PATCH",
                 json={"allOrNone": False, "records": collection},
-            ),
-            read=False,
+            )
         )
         # Results come in input order; failed ones may carry no id, so match by position.
         return [
@@ -154,29 +165,36 @@ class SalesforceConnector:
         usage = (self.client.api_usage or {}).get("api-usage")
         limit = getattr(usage, "total", None)
         remaining = limit - usage.used if usage is not None else None
-        return ApiUsage(self._reads, self._writes, remaining, limit)
+        return self._calls.usage(remaining, limit)
 
     def _pages(self, soql: str) -> Iterator[pd.DataFrame]:
-        page = self._call(lambda: self.client.query(soql), read=True)
+        page = self._call(lambda: self.client.query(soql))
         while True:
             yield records.to_frame(page["records"], self.mapping)
             if page.get("done", True) or not page.get("nextRecordsUrl"):
                 return
             next_url = page["nextRecordsUrl"]
             page = self._call(
-                lambda next_url=next_url: self.client.query_more(next_url, identifier_is_url=True),
-                read=True,
+                lambda next_url=next_url: self.client.query_more(next_url, identifier_is_url=True)
             )
 
-    def _call(self, request, read: bool):
-        def counted():
-            if read:
-                self._reads += 1
-            else:
-                self._writes += 1
-            return request()
+    def _call(self, request):
+        return call_with_retries(request, classify, self.retry, on_retry=_log_retry)
 
-        return call_with_retries(counted, classify, self.retry, on_retry=_log_retry)
+    def _count(self, response: requests.Response, *args, **kwargs) -> None:
+        self._calls.add(call_kind(response.request.method or "GET", response.request.path_url))
+
+
+def call_kind(method: str, path: str) -> CallKind:
+    """What a Salesforce call was for, from its method and path."""
+    path = path.split("?")[0]
+    if path.endswith(("/describe", "/limits")):
+        return "metadata"
+    if "/jobs/ingest" in path:
+        return "write"
+    if method in ("GET", "HEAD") or "/jobs/query" in path:
+        return "read"
+    return "write"
 
 
 def classify(error: Exception) -> Exception:

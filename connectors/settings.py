@@ -1,0 +1,30 @@
+"""How hard the connectors may drive each CRM: environment variables LEADSYNC_<NAME>.
+
+The defaults are safe for any org or portal: a few write calls in flight, HubSpot's
+Professional/Enterprise budgets, and Bulk API 2.0 only where it saves calls.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ConnectorSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LEADSYNC_", extra="ignore")
+
+    write_concurrency: int = Field(
+        default=4, ge=1, le=16, description="write calls in flight at once, per CRM"
+    )
+    salesforce_bulk: bool = Field(
+        default=True, description="use Bulk API 2.0 for large backfill reads and writes"
+    )
+    salesforce_bulk_threshold: int = Field(
+        default=10_000,
+        ge=1,
+        description="leads at or above which a backfill read or a write goes through Bulk API 2.0",
+    )
+    hubspot_requests_per_ten_seconds: int = Field(
+        default=190, ge=1, description="the portal's burst budget (Free/Starter: 100)"
+    )
+    hubspot_searches_per_second: int = Field(default=5, ge=1)

@@ -1,0 +1,49 @@
+"""How the flows run their work: environment variables LEADSYNC_<NAME>."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class JobSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LEADSYNC_", extra="ignore")
+
+    task_runner: Literal["threads", "dask"] = Field(
+        default="threads",
+        description="where chunks are validated and scored: threads in the flow's process, "
+        "or a Dask cluster (prefect-dask)",
+    )
+    dask_address: str | None = Field(
+        default=None, description="scheduler of an existing Dask cluster; unset: a local one"
+    )
+    dask_workers: int = Field(default=2, ge=1, description="workers of the local Dask cluster")
+    chunks_in_flight: int = Field(
+        default=2, ge=1, description="chunks being written while the next one is read and scored"
+    )
+    recheck_after_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        description="re-read a chunk's leads before writing when it was read longer ago than "
+        "this, so a person's edit in between is never overwritten",
+    )
+
+
+def task_runner(settings: JobSettings | None = None) -> TaskRunner:
+    settings = settings or JobSettings()
+    if settings.task_runner == "dask":
+        from prefect_dask import DaskTaskRunner
+
+        if settings.dask_address:
+            return DaskTaskRunner(address=settings.dask_address)
+        return DaskTaskRunner(
+            cluster_kwargs={
+                "n_workers": settings.dask_workers,
+                "threads_per_worker": 1,
+                "dashboard_address": None,
+            }
+        )
+    return ThreadPoolTaskRunner(max_workers=2)

@@ -81,7 +81,7 @@ def to_records(updates: pd.DataFrame, mapping: FieldMapping) -> list[dict]:
         values = dict(zip(columns, row[1:], strict=True))
         record = {"attributes": {"type": mapping.object}, "id": row[0]}
         record.update(
-            {mapping.write[column]: _json_value(value) for column, value in values.items()}
+            {mapping.write[column]: json_value(value) for column, value in values.items()}
         )
         records.append(record)
     return records
@@ -108,7 +108,8 @@ def _utc_seconds(moment: datetime) -> datetime:
     return stamp.tz_convert("UTC").floor("s").to_pydatetime().replace(tzinfo=UTC)
 
 
-def _json_value(value):
+def json_value(value):
+    """A frame value as the REST API takes it: None for any missing value, UTC datetimes."""
     if (
         value is None
         or value is pd.NA

@@ -1,5 +1,6 @@
 """Routes of the Salesforce REST API for Lead records: OAuth token, limits, SOQL query and
-queryAll with server-side cursors, describe, single-record CRUD and sObject Collections."""
+queryAll with server-side cursors, describe, single-record CRUD, sObject Collections, and Bulk
+API 2.0 jobs (sandbox/salesforce/bulk.py)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ import pandas as pd
 from sandbox.http import Faults, Request, Response
 from sandbox.limits import DailyCounter
 from sandbox.salesforce import schema, soql
-from sandbox.salesforce.schema import FIELDS, Field, FieldError
+from sandbox.salesforce.bulk import BulkJobs
+from sandbox.salesforce.schema import FIELDS, Field, FieldError, WriteResult
 from sandbox.store import Database, Table
 
 PAGE_SIZE = 2_000  # records per query page, fixed by Salesforce
@@ -60,23 +62,6 @@ class Cursor:
     version: str
 
 
-@dataclass(frozen=True)
-class WriteResult:
-    id: str | None
-    errors: tuple[FieldError, ...] = ()
-
-    @property
-    def success(self) -> bool:
-        return not self.errors
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "success": self.success,
-            "errors": [error.as_result_error() for error in self.errors],
-        }
-
-
 class _RollBack(Exception):
     pass
 
@@ -102,6 +87,12 @@ class SalesforceApi:
         self._cursor_count = 0
         self._lock = threading.Lock()
         self._last_stamp = self._latest_stamp()
+        self.bulk = BulkJobs(
+            db,
+            self.table,
+            self._matching_rowids,
+            {"update": self._update_record, "insert": self._create_record},
+        )
         self._routes: list[tuple[str, re.Pattern, Handler]] = [
             ("GET", re.compile(r"/limits"), self._limits),
             ("GET", re.compile(r"/query"), self._query),
@@ -114,6 +105,7 @@ class SalesforceApi:
             ("DELETE", LEAD_RECORD, self._delete),
             ("PATCH", re.compile(r"/composite/sobjects"), self._update_collection),
             ("POST", re.compile(r"/composite/sobjects"), self._create_collection),
+            *self.bulk.routes(),
         ]
 
     # --- the sandbox's interface -------------------------------------------------------------
@@ -235,16 +227,19 @@ class SalesforceApi:
             query = soql.parse(text)
         except soql.SoqlError as error:
             return _error(400, error.error_code, error.message)
-        include_deleted = match.group().startswith("/queryAll")
+        rowids = self._matching_rowids(query, match.group().startswith("/queryAll"))
+        if query.count_only:
+            return Response(200, {"totalSize": len(rowids), "done": True, "records": []})
+        return self._page(Cursor(rowids, query.fields, version), 0)
+
+    def _matching_rowids(self, query: soql.Query, include_deleted: bool) -> array:
+        """The rowids of the rows a query matches, in its order."""
         where = query.where if include_deleted else f'"IsDeleted" = 0 AND ({query.where})'
         limit = query.limit if query.limit is not None else (-1 if query.offset else None)
         rows = self.table.select(
             ["rowid"], where, query.params, query.order_by, limit, query.offset
         )
-        rowids = array("q", (row["rowid"] for row in rows))
-        if query.count_only:
-            return Response(200, {"totalSize": len(rowids), "done": True, "records": []})
-        return self._page(Cursor(rowids, query.fields, version), 0)
+        return array("q", (row["rowid"] for row in rows))
 
     def _query_more(self, request: Request, version: str, match: re.Match) -> Response:
         locator, _, start = match["locator"].rpartition("-")

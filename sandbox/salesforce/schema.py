@@ -287,6 +287,25 @@ class FieldError:
         return {"message": self.message, "errorCode": self.status_code, "fields": list(self.fields)}
 
 
+@dataclass(frozen=True)
+class WriteResult:
+    """The outcome of writing one record: its id, or why it failed."""
+
+    id: str | None
+    errors: tuple[FieldError, ...] = ()
+
+    @property
+    def success(self) -> bool:
+        return not self.errors
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "success": self.success,
+            "errors": [error.as_result_error() for error in self.errors],
+        }
+
+
 def validate_values(
     values: dict[str, Any], creating: bool
 ) -> tuple[dict[str, Any], list[FieldError]]:

@@ -117,6 +117,23 @@ class Faults:
             return self._random.random() < self.plan.write_error
 
 
+class InFlight:
+    """Requests being served right now, and the most there ever were at once."""
+
+    def __init__(self) -> None:
+        self.now = self.peak = 0
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> None:
+        with self._lock:
+            self.now += 1
+            self.peak = max(self.peak, self.now)
+
+    def __exit__(self, *exc_info: object) -> None:
+        with self._lock:
+            self.now -= 1
+
+
 class CertificateAuthority:
     """A local CA (kept in `directory` when given, so clients keep trusting it across restarts)."""
 
@@ -151,7 +168,8 @@ class SandboxServer:
         host: str = "127.0.0.1",
     ):
         self.api, self.faults = api, faults
-        self._httpd = ThreadingHTTPServer((host, port), _handler_for(api, faults))
+        self.in_flight = InFlight()
+        self._httpd = ThreadingHTTPServer((host, port), _handler_for(api, faults, self.in_flight))
         self._httpd.daemon_threads = True
         context = ca.server_context()
         self._httpd.socket = context.wrap_socket(self._httpd.socket, server_side=True)
@@ -174,7 +192,9 @@ class SandboxServer:
         self._thread.join(timeout=5)
 
 
-def _handler_for(api: Api, faults: Faults) -> type[BaseHTTPRequestHandler]:
+def _handler_for(
+    api: Api, faults: Faults, in_flight: InFlight
+) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive, as the real APIs
         disable_nagle_algorithm = True  # headers and body go out in separate writes
@@ -186,6 +206,10 @@ def _handler_for(api: Api, faults: Faults) -> type[BaseHTTPRequestHandler]:
         do_POST = do_PATCH = do_PUT = do_DELETE = do_GET
 
         def _serve(self) -> None:
+            with in_flight:
+                self._handle()
+
+        def _handle(self) -> None:
             url = urlsplit(self.path)
             length = int(self.headers.get("Content-Length") or 0)
             request = Request(

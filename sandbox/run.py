@@ -66,6 +66,14 @@ class Sandbox:
         self.salesforce.base_url = self._servers[0].base_url
         self.hubspot.base_url = self._servers[1].base_url
 
+    @property
+    def salesforce_server(self) -> SandboxServer:
+        return self._servers[0]
+
+    @property
+    def hubspot_server(self) -> SandboxServer:
+        return self._servers[1]
+
     def start(self) -> Sandbox:
         for server in self._servers:
             server.start()

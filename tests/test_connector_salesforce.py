@@ -14,6 +14,7 @@ from connectors.retry import RetryPolicy
 from connectors.salesforce import SalesforceConnector, connect
 from connectors.salesforce.connector import DEFAULT_MAPPING
 from connectors.salesforce.records import UnsafeValue
+from connectors.settings import ConnectorSettings
 from sandbox.http import FaultPlan
 from sandbox.seed import generate_leads
 
@@ -217,3 +218,41 @@ def assert_cold_qualified_are_added(connector, everyone, fresh, closed, stale) -
     assert cold, "the test needs a fresh lead that went cold"
     with_cold = pd.concat(connector.read_stale(NOW - pd.Timedelta(days=30), cold_before))
     assert set(with_cold["crm_id"]) == stale | cold
+
+
+def test_collection_writes_go_out_concurrently_and_report_in_input_order(start_sandbox):
+    sandbox = start_sandbox(leads=1_000, faults=FaultPlan(latency_seconds=0.05))
+    connector = SalesforceConnector(
+        make_connector(sandbox).client, settings=ConnectorSettings(write_concurrency=3)
+    )
+    leads = pd.concat(connector.read_modified(NOW - pd.Timedelta(days=3650), NOW))
+    updates = leads[["crm_id"]].assign(score=range(len(leads)), reason="concurrent")
+    report = connector.write(updates)
+    assert report["crm_id"].tolist() == updates["crm_id"].tolist()
+    assert report["success"].all()
+    assert connector.usage().writes == 5  # 1,000 leads in collections of 200
+    assert sandbox.salesforce_server.in_flight.peak == 3
+    after = connector.read_by_ids(updates["crm_id"]).set_index("crm_id")
+    assert after.loc[updates["crm_id"], "score"].tolist() == list(map(float, updates["score"]))
+
+
+def test_large_backfills_read_and_write_through_bulk_api_jobs(start_sandbox):
+    sandbox = start_sandbox(leads=1_200)
+    rest = SalesforceConnector(
+        make_connector(sandbox).client, settings=ConnectorSettings(salesforce_bulk=False)
+    )
+    bulk = SalesforceConnector(
+        make_connector(sandbox).client, settings=ConnectorSettings(salesforce_bulk_threshold=1_000)
+    )
+    by_rest, by_bulk = pd.concat(rest.read_all()), pd.concat(bulk.read_all())
+    pd.testing.assert_frame_equal(by_bulk.reset_index(drop=True), by_rest.reset_index(drop=True))
+    assert rest.usage().reads == 1  # one REST page of up to 2,000
+    assert bulk.usage().reads == 1 + 3  # a count to decide; create job, its status, one page
+
+    updates = by_bulk[["crm_id"]].assign(score=7.0, reason="bulk")
+    updates.loc[updates.index[0], "crm_id"] = "00Q5g00000000zzAAA"  # no such lead
+    report = bulk.write(updates)
+    assert report["crm_id"].tolist() == updates["crm_id"].tolist()
+    assert report["success"].tolist() == [False] + [True] * (len(updates) - 1)
+    assert bulk.usage().writes == 6  # create, upload, close, status, job info, failed results
+    assert (rest.read_by_ids(updates["crm_id"][1:])["score"] == 7.0).all()

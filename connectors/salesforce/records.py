@@ -38,6 +38,10 @@ def select_all(mapping: FieldMapping) -> str:
     return f"{_select(mapping)} ORDER BY {_field(mapping.id_field)}"
 
 
+def select_count(mapping: FieldMapping) -> str:
+    return f"SELECT COUNT() FROM {_field(mapping.object)}"
+
+
 def select_by_ids(mapping: FieldMapping, crm_ids: Sequence[str]) -> str:
     bad = [crm_id for crm_id in crm_ids if not SALESFORCE_ID.match(str(crm_id))]
     if bad:

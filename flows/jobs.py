@@ -346,7 +346,8 @@ def _writing(source: str, dry_run: bool) -> Iterator[None]:
 def _finish(
     report: RunReport, source: str, kind: str, connector: Connector, dry_run: bool, note: str = ""
 ) -> State:
-    summary = publish(report, source, kind, connector.usage(), dry_run, note)
+    report.usage = connector.usage()
+    summary = publish(report, source, kind, report.usage, dry_run, note)
     get_run_logger().info("%s", summary.split("See also")[0])
     if report.has_failures:
         return Failed(

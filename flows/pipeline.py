@@ -25,7 +25,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from connectors import Connector
-from connectors.base import WriteInterrupted, write_results
+from connectors.base import ApiUsage, WriteInterrupted, write_results
 from expectations.suite import REASON_COLUMN, LeadContract
 from flows.ledger import Ledger
 from flows.plan import Plan, plan_updates
@@ -59,6 +59,7 @@ class RunReport:
     scores: pd.Series = field(default_factory=lambda: pd.Series(0, index=SCORE_LABELS))
     seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
     rechecked: int = 0  # chunks re-read before writing, as they waited long
+    usage: ApiUsage | None = None  # the connector's calls, when the run ends
 
     def add_seconds(self, stage: str, seconds: float) -> None:
         self.seconds[stage] += seconds

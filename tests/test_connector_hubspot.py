@@ -56,7 +56,7 @@ def test_backfill_of_50000_contacts_past_the_search_cap_gets_each_once(start_san
     listed = pd.concat(connector.read_all())["crm_id"]
     assert len(listed) == 50_000 and listed.is_unique
     assert set(listed) == set(searched)
-    assert connector.usage().reads - searches == 500  # the list endpoint pages at 100
+    assert connector.usage().reads - searches == 250  # unfiltered, also 200 per call
 
 
 def test_more_contacts_than_the_cap_on_one_stamp_are_each_read_once(start_sandbox):
@@ -156,13 +156,24 @@ def test_retries_under_injected_faults_end_with_the_right_data(start_sandbox):
     assert set(make_connector(sandbox).read_by_ids(ids)["score"]) == {64}
 
 
-def test_pacing_stays_under_the_ten_second_budget(start_sandbox, caplog):
-    sandbox = start_sandbox(leads=500, hubspot=HubSpotSettings(ten_second_limit=4))
-    caplog.set_level(logging.WARNING)
-    connector = make_connector(
-        sandbox, limits=HubSpotLimits(per_ten_seconds=4), retry=RetryPolicy(attempts=1)
+def test_concurrent_writes_are_paced_under_the_ten_second_budget(start_sandbox, caplog):
+    sandbox = start_sandbox(
+        leads=500,
+        hubspot=HubSpotSettings(ten_second_limit=5),
+        faults=FaultPlan(latency_seconds=0.05),
     )
-    assert len(pd.concat(connector.read_all())) == 500  # 5 calls: the fifth waits for the window
+    caplog.set_level(logging.WARNING)
+    connector = HubSpotConnector(
+        make_connector(sandbox).client,
+        limits=HubSpotLimits(per_ten_seconds=5),
+        retry=RetryPolicy(attempts=1),  # a single 429 would fail the test
+        write_concurrency=4,
+    )
+    contacts = pd.concat(connector.read_all())  # 3 searches: 2 of the budget's 5 remain
+    updates = contacts[["crm_id"]].assign(score=11.0, reason="paced")
+    report = connector.write(updates)  # 5 batches: 2 at once, 3 once the window frees up
+    assert report["success"].all() and report["crm_id"].tolist() == updates["crm_id"].tolist()
+    assert sandbox.hubspot_server.in_flight.peak >= 2
     assert "retrying" not in caplog.text
 
 

@@ -12,6 +12,7 @@ from flows.__main__ import main as flows_main
 from flows.jobs import backfill_leads, requalify_leads, rollback_run, sync_leads
 from flows.ledger import Ledger
 from flows.pipeline import write_updates
+from flows.settings import JobSettings, task_runner
 from sandbox.http import FaultPlan
 from sandbox.salesforce import SalesforceSettings
 from scoring import load_rules, score
@@ -270,3 +271,28 @@ def test_owed_leads_that_were_deleted_or_quarantined_are_settled(crm):
     assert sync_leads(source="salesforce", as_of=AS_OF, return_state=True).is_completed()
     assert Ledger().owed("salesforce") == []
     assert sandbox.salesforce.lead_count() == 300
+
+
+def test_chunks_that_waited_are_rechecked_and_fresh_ones_are_not(crm, monkeypatch):
+    crm(leads=600)
+    fresh = report_of(sync_leads(source="hubspot", as_of=AS_OF, return_state=True))
+    assert fresh.rechecked == 0 and fresh.usage.reads == 3  # 600 contacts, 200 per search
+
+    crm(name="again", leads=600)
+    monkeypatch.setenv("LEADSYNC_RECHECK_AFTER_SECONDS", "0")
+    rechecked = report_of(sync_leads(source="hubspot", as_of=AS_OF, return_state=True))
+    assert rechecked.rechecked == 3
+    assert rechecked.usage.reads == 3 + 6  # each chunk's leads re-read, 100 per batch read
+    assert rechecked.written == fresh.written
+
+
+def test_scoring_on_a_dask_cluster_writes_exactly_what_threads_write(crm):
+    crm(name="threads", leads=900)
+    sync_leads(source="salesforce", as_of=AS_OF, return_state=True)
+    on_threads = crm_state("salesforce")[WRITTEN]
+
+    crm(name="dask", leads=900)
+    on_dask = sync_leads.with_options(task_runner=task_runner(JobSettings(task_runner="dask")))
+    assert on_dask(source="salesforce", as_of=AS_OF, return_state=True).is_completed()
+    pd.testing.assert_frame_equal(crm_state("salesforce")[WRITTEN], on_threads)
+    assert on_threads["score"].notna().sum() > 800

@@ -1,4 +1,4 @@
-"""HubSpot through hubspot-api-client: search pages of 200, list pages of 100, batches of 100.
+"""HubSpot through hubspot-api-client: search pages of 200, batches of 100.
 
 HubSpot search reaches at most 10,000 results per query, and paging by offset over a search
 whose matches change under it (every write moves a lead's modification time) skips leads. So
@@ -40,7 +40,7 @@ from connectors.retry import RetryPolicy, Transient, call_with_retries
 from connectors.settings import ConnectorSettings
 
 DEFAULT_MAPPING = Path(__file__).with_name("mapping.yaml")
-SEARCH_PAGE, LIST_PAGE, BATCH_SIZE = 200, 100, 100
+SEARCH_PAGE, BATCH_SIZE = 200, 100
 ID_PROPERTY = "hs_object_id"
 API_ERRORS = (ContactsApiException, PropertiesApiException)  # each API package has its own
 WINDOW_MARGIN_SECONDS = 0.05
@@ -207,23 +207,9 @@ class HubSpotConnector:
         return self._search_by_id(groups)
 
     def read_all(self) -> Iterator[pd.DataFrame]:
-        """Every contact through the list endpoint, which has no 10,000 cap."""
-        after = None
-        while True:
-            page = self._call(
-                lambda after=after: self.client.crm.contacts.basic_api.get_page(
-                    limit=LIST_PAGE,
-                    after=after,
-                    properties=self._properties,
-                    archived=False,
-                    _preload_content=False,
-                ),
-                "read",
-            )
-            yield records.to_frame(page["results"], self.mapping)
-            after = _next_after(page)
-            if after is None:
-                return
+        """Every contact: a search with no filter but the id keyset, 200 per call (the list
+        endpoint gives 100), under the search budget rather than the one writes share."""
+        return self._search_by_id([[]])
 
     def read_by_ids(self, crm_ids: Sequence[str]) -> pd.DataFrame:
         ids = list(dict.fromkeys(str(crm_id) for crm_id in crm_ids))
@@ -289,7 +275,7 @@ class HubSpotConnector:
                 ]
             )
             body = records.search_body(
-                [records.filter_group(*group) for group in query],
+                [records.filter_group(*group) for group in query if group],
                 ID_PROPERTY,
                 self._properties,
                 SEARCH_PAGE,

@@ -345,6 +345,11 @@ def _print_run(run: dict) -> None:
         f"temporary Prefect API server (excluded): peak {run['sampled_peak_server_rss_mib']:,.1f} "
         f"MiB; flow process + server sampled together: {run['sampled_peak_tree_rss_mib']:,.1f} MiB"
     )
+    print(
+        f"Arrow memory pool ({run['arrow_pool']}): peak {run['arrow_peak_allocated_mib']:,.1f} "
+        f"MiB allocated, {run['arrow_allocated_at_end_mib']:,.1f} MiB at the end; flow process "
+        f"RSS at the end {run['rss_at_end_mib']:,.1f} MiB"
+    )
     profile = ", ".join(f"{s:.0f}s {mib:.0f}" for s, mib in run["rss_profile_s_mib"])
     print(f"flow process RSS over the run (s MiB): {profile}", flush=True)
 
@@ -361,10 +366,14 @@ def _child(source: str) -> None:
     with get_client(sync_client=True) as client:
         client.api_healthcheck()
     before = _max_rss()
+    arrow = _ArrowWatch()
+    arrow.start()
     started = time.perf_counter()
     state = backfill_leads(source=source, return_state=True)
     flow_s = time.perf_counter() - started
     peak = _max_rss()
+    arrow.stop.set()
+    arrow.join()
     report = state.result(raise_on_failure=False)
     result = {
         "state": state.type.value,
@@ -373,6 +382,10 @@ def _child(source: str) -> None:
         "peak_rss_mib": round(peak / MIB, 1),
         "rss_before_flow_mib": round(before / MIB, 1),
         "rss_at_end_mib": round(psutil.Process().memory_info().rss / MIB, 1),
+        # pandas' string columns live in Arrow's memory pool, outside Python's allocator.
+        "arrow_pool": arrow.backend,
+        "arrow_peak_allocated_mib": round(arrow.peak / MIB, 1),
+        "arrow_allocated_at_end_mib": round(arrow.allocated() / MIB, 1),
     }
     if hasattr(report, "read"):
         result.update(
@@ -391,6 +404,26 @@ def _child(source: str) -> None:
         result["error"] = repr(report)[:2000]
     result["api_calls"] = _api_calls(source, state)
     print(RESULT_PREFIX + json.dumps(result), flush=True)
+
+
+class _ArrowWatch(threading.Thread):
+    """Peak bytes allocated in Arrow's default memory pool, sampled every 0.2 s."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True, name="arrow-watch")
+        import pyarrow
+
+        self.pool = pyarrow.default_memory_pool()
+        self.backend = self.pool.backend_name
+        self.stop = threading.Event()
+        self.peak = 0
+
+    def allocated(self) -> int:
+        return self.pool.bytes_allocated()
+
+    def run(self) -> None:
+        while not self.stop.wait(0.2):
+            self.peak = max(self.peak, self.allocated())
 
 
 def _max_rss() -> int:

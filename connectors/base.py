@@ -80,7 +80,11 @@ class CallCounter:
         with self._lock:
             counts = dict(self._counts)
         return ApiUsage(
-            counts.get("read", 0), counts.get("write", 0), counts.get("metadata", 0), remaining, limit
+            counts.get("read", 0),
+            counts.get("write", 0),
+            counts.get("metadata", 0),
+            remaining,
+            limit,
         )
 
 

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TypeVar
 
 import pandas as pd
 from prefect import task
@@ -38,6 +39,7 @@ SCORE_BANDS = [-1, 19, 39, 59, 79, 100]
 SCORE_LABELS = ["0-19", "20-39", "40-59", "60-79", "80-100"]
 STAGES = ("read", "validate", "score", "plan", "write")
 READ_AHEAD = 2  # chunks read before they are needed
+T = TypeVar("T")
 
 
 @dataclass
@@ -138,13 +140,49 @@ def write_updates(
     return report, skipped
 
 
+@dataclass(frozen=True)
+class Pending:
+    """Planned writes not yet sent: the updates, the leads as read, and the field changes."""
+
+    updates: pd.DataFrame
+    read: pd.DataFrame
+    changes: pd.DataFrame
+    read_at: float  # wall-clock time the oldest of them was read
+
+    def __add__(self, later: Pending) -> Pending:
+        """These and `later`'s; a lead in both keeps only its later plan."""
+        again = self.updates["crm_id"].isin(later.updates["crm_id"])
+        keep = lambda frame: frame[~frame["crm_id"].isin(self.updates["crm_id"][again])]  # noqa: E731
+        return Pending(
+            pd.concat([keep(self.updates), later.updates], ignore_index=True),
+            pd.concat([keep(self.read), later.read], ignore_index=True),
+            pd.concat([keep(self.changes), later.changes], ignore_index=True),
+            min(self.read_at, later.read_at),
+        )
+
+    def split(self, count: int) -> tuple[Pending, Pending]:
+        """The first `count` updates, and the rest."""
+        first = self.updates["crm_id"].iloc[:count]
+
+        def part(frame: pd.DataFrame, inside: bool) -> pd.DataFrame:
+            return frame[frame["crm_id"].isin(first) == inside].reset_index(drop=True)
+
+        return (
+            Pending(
+                *(part(f, True) for f in (self.updates, self.read, self.changes)), self.read_at
+            ),
+            Pending(
+                *(part(f, False) for f in (self.updates, self.read, self.changes)), self.read_at
+            ),
+        )
+
+
 @dataclass
 class _Writing:
-    """A chunk whose writes are in flight."""
+    """Writes in flight."""
 
     future: Future
-    chunk: pd.DataFrame
-    result: ChunkResult
+    pending: Pending
 
 
 class Pipeline:
@@ -164,20 +202,30 @@ class Pipeline:
         self.settings = settings or JobSettings()
         self.report = RunReport()
 
-    def process_all(self, chunks: Iterable[pd.DataFrame], label: str = "") -> RunReport:
+    def process_all(self, pages: Iterable[pd.DataFrame], label: str = "") -> RunReport:
+        """Every page of leads through the job, combined into chunks so that each call of the
+        lead contract (a fixed cost per call) covers many leads.
+
+        Writes go out in whole batches only: the few updates short of a full batch wait for the
+        next chunk's, so a run makes the fewest write calls its changes allow.
+        """
         prefix = f"{self.connector.source}{'-' + label if label else ''}"
-        in_flight = self.settings.chunks_in_flight
+        settings, batch = self.settings, self.connector.write_batch_size
+        chunks = chunks_of(pages, settings.chunk_leads, settings.chunk_seconds, self._count_read)
         writing: deque[_Writing] = deque()
-        with ThreadPoolExecutor(in_flight, thread_name_prefix="chunk-write") as writers:
+        waiting: Pending | None = None
+        with ThreadPoolExecutor(settings.chunks_in_flight, thread_name_prefix="crm-write") as pool:
             try:
-                reads = read_ahead(chunks, READ_AHEAD, self._count_read)
-                for number, (chunk, read_at) in enumerate(reads, start=1):
-                    step = self._score(chunk, f"{prefix}-{number}", read_at)
-                    if step is None:
+                for number, (chunk, read_at) in enumerate(read_ahead(chunks), start=1):
+                    planned = self._score(chunk, read_at, f"{prefix}-{number}")
+                    if planned is None:
                         continue
-                    while len(writing) >= in_flight:
-                        self._record(writing.popleft())
-                    writing.append(step(writers))
+                    waiting = planned if waiting is None else waiting + planned
+                    ready, waiting = waiting.split(len(waiting.updates) // batch * batch)
+                    if len(ready.updates):
+                        self._start_write(pool, writing, ready, f"{prefix}-{number}")
+                if waiting is not None and len(waiting.updates):
+                    self._start_write(pool, writing, waiting, f"{prefix}-last")
                 while writing:
                     self._record(writing.popleft())
             finally:
@@ -187,12 +235,9 @@ class Pipeline:
     def _count_read(self, seconds: float) -> None:
         self.report.add_seconds("read", seconds)
 
-    def _score(
-        self, chunk: pd.DataFrame, label: str, read_at: float
-    ) -> Callable[[ThreadPoolExecutor], _Writing] | None:
-        """Score a chunk and account for it; returns how to start its writes, if it has any."""
-        if chunk.empty:
-            return None
+    def _score(self, chunk: pd.DataFrame, read_at: float, label: str) -> Pending | None:
+        """Validate, score and plan a chunk, and account for it; returns its planned writes.
+        Leads with nothing to write are settled at once."""
         chunk = chunk.drop_duplicates("crm_id", keep="last")
         report = self.report
         report.read += len(chunk)
@@ -203,41 +248,50 @@ class Pipeline:
         report.quarantined += len(result.quarantined)
         report.quarantine += _sample(result.quarantined, QUARANTINE_SAMPLE - len(report.quarantine))
         report.add_plan(result.valid, result.scored, result.plan)
-        if self.dry_run or result.plan.updates.empty:
-            if not self.dry_run:
-                self.ledger.settle(self.connector.source, chunk["crm_id"])
+        if self.dry_run:
             return None
+        updates = result.plan.updates
+        self.ledger.settle(
+            self.connector.source, chunk["crm_id"][~chunk["crm_id"].isin(updates["crm_id"])]
+        )
+        if updates.empty:
+            return None
+        read = result.valid[result.valid["crm_id"].isin(updates["crm_id"])]
+        return Pending(updates, read, result.plan.changes, read_at)
 
-        def start(writers: ThreadPoolExecutor) -> _Writing:
-            recheck = time.time() - read_at >= self.settings.recheck_after_seconds
-            report.rechecked += recheck
-            future = writers.submit(
-                contextvars.copy_context().run,  # the task runs as a child of this flow run
-                self._timed_write,
-                result.plan.updates,
-                result.valid,
-                label,
-                recheck,
-            )
-            return _Writing(future, chunk, result)
-
-        return start
+    def _start_write(
+        self, pool: ThreadPoolExecutor, writing: deque[_Writing], pending: Pending, label: str
+    ) -> None:
+        while len(writing) >= self.settings.chunks_in_flight:
+            self._record(writing.popleft())
+        recheck = time.time() - pending.read_at >= self.settings.recheck_after_seconds
+        self.report.rechecked += recheck
+        future = pool.submit(
+            contextvars.copy_context().run,  # the task runs as a child of this flow run
+            self._timed_write,
+            pending,
+            label,
+            recheck,
+        )
+        writing.append(_Writing(future, pending))
 
     def _timed_write(
-        self, updates: pd.DataFrame, read: pd.DataFrame, label: str, recheck: bool
+        self, pending: Pending, label: str, recheck: bool
     ) -> tuple[pd.DataFrame, pd.DataFrame, float]:
         started = time.perf_counter()
-        written, skipped = write_updates(self.connector, updates, read, label, recheck)
+        written, skipped = write_updates(
+            self.connector, pending.updates, pending.read, label, recheck
+        )
         return written, skipped, time.perf_counter() - started
 
     def _record(self, writing: _Writing) -> None:
         try:
             written, skipped, seconds = writing.future.result()
         except WriteInterrupted as stop:  # record what was written, then stop the run
-            self._record_chunk(writing.chunk, writing.result, stop.report, _no_skips())
+            self._record_writes(writing.pending, stop.report, _no_skips())
             raise stop.cause from stop
         self.report.add_seconds("write", seconds)
-        self._record_chunk(writing.chunk, writing.result, written, skipped)
+        self._record_writes(writing.pending, written, skipped)
 
     def _record_all(self, writing: deque[_Writing]) -> None:
         while writing:
@@ -246,16 +300,17 @@ class Pipeline:
             except Exception:  # noqa: BLE001 - the run already stops with the first error
                 continue
 
-    def _record_chunk(
-        self, chunk: pd.DataFrame, result: ChunkResult, written: pd.DataFrame, skipped: pd.DataFrame
+    def _record_writes(
+        self, pending: Pending, written: pd.DataFrame, skipped: pd.DataFrame
     ) -> None:
         source, report = self.connector.source, self.report
         succeeded = written.loc[written["success"].astype(bool), "crm_id"]
         failed = written.loc[~written["success"].astype(bool), ["crm_id", "error"]]
-        changes = result.plan.changes
+        changes = pending.changes
         self.ledger.record_writes(self.run_id, source, changes[changes["crm_id"].isin(succeeded)])
         owed = pd.concat([failed.rename(columns={"error": "reason"}), skipped], ignore_index=True)
-        self.ledger.settle(source, chunk["crm_id"][~chunk["crm_id"].isin(owed["crm_id"])])
+        ids = pending.updates["crm_id"]
+        self.ledger.settle(source, ids[~ids.isin(owed["crm_id"])])
         self.ledger.owe(source, owed, self.run_id)
         report.written += len(succeeded)
         report.failed += len(failed)
@@ -263,12 +318,40 @@ class Pipeline:
         report.failures += failed.head(QUARANTINE_SAMPLE - len(report.failures)).to_dict("records")
 
 
-def read_ahead(
-    chunks: Iterable[pd.DataFrame], depth: int, on_read: Callable[[float], None]
+def chunks_of(
+    pages: Iterable[pd.DataFrame],
+    max_leads: int,
+    max_seconds: float,
+    on_read: Callable[[float], None],
 ) -> Iterator[tuple[pd.DataFrame, float]]:
-    """Yield (chunk, wall-clock time it arrived), reading up to `depth` chunks ahead in a
-    background thread, so the CRM's next page is on its way while this one is processed.
-    `on_read` gets the seconds spent waiting for each page. A read error is raised here."""
+    """Pages combined into chunks of at least `max_leads`, or of what arrived within
+    `max_seconds`, each with the wall-clock time its first page arrived. `on_read` gets the
+    seconds spent waiting for each page."""
+    parts: list[pd.DataFrame] = []
+    leads, first_at = 0, 0.0
+    iterator = iter(pages)
+    while True:
+        started = time.perf_counter()
+        page = next(iterator, None)
+        on_read(time.perf_counter() - started)
+        if page is None:
+            break
+        if page.empty:
+            continue
+        if not parts:
+            first_at = time.time()
+        parts.append(page)
+        leads += len(page)
+        if leads >= max_leads or time.time() - first_at >= max_seconds:
+            yield pd.concat(parts, ignore_index=True), first_at
+            parts, leads = [], 0
+    if parts:
+        yield pd.concat(parts, ignore_index=True), first_at
+
+
+def read_ahead(items: Iterable[T], depth: int = READ_AHEAD) -> Iterator[T]:
+    """`items`, produced up to `depth` ahead in a background thread, so the CRM's next page
+    is on its way while this one is processed. An error producing them is raised here."""
     ready: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
     finished = object()
@@ -281,26 +364,23 @@ def read_ahead(
             except queue.Full:
                 continue
 
-    def read() -> None:
-        iterator = iter(chunks)
+    def produce() -> None:
+        iterator = iter(items)
         try:
-            while not stop.is_set():
-                started = time.perf_counter()
-                chunk = next(iterator, finished)
-                on_read(time.perf_counter() - started)
-                if chunk is finished:
+            for item in iterator:
+                if stop.is_set():
                     break
-                put((chunk, time.time()))
+                put(item)
         except BaseException as error:  # noqa: BLE001 - handed to the consumer, raised there
             put(error)
         finally:
             getattr(iterator, "close", lambda: None)()
             put(finished)
 
-    reader = threading.Thread(
-        target=contextvars.copy_context().run, args=(read,), name="crm-read", daemon=True
+    producer = threading.Thread(
+        target=contextvars.copy_context().run, args=(produce,), name="crm-read", daemon=True
     )
-    reader.start()
+    producer.start()
     try:
         while (item := ready.get()) is not finished:
             if isinstance(item, BaseException):
@@ -308,7 +388,7 @@ def read_ahead(
             yield item
     finally:
         stop.set()
-        reader.join()
+        producer.join()
 
 
 def _no_skips() -> pd.DataFrame:

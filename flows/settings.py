@@ -21,6 +21,18 @@ class JobSettings(BaseSettings):
         default=None, description="scheduler of an existing Dask cluster; unset: a local one"
     )
     dask_workers: int = Field(default=2, ge=1, description="workers of the local Dask cluster")
+    chunk_leads: int = Field(
+        default=10_000,
+        ge=1,
+        description="leads per chunk validated and scored at once (each contract run costs "
+        "about a quarter second, whatever its size)",
+    )
+    chunk_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        description="a chunk holds at most what arrived within this time, so a slow read "
+        "still writes as it goes",
+    )
     chunks_in_flight: int = Field(
         default=2, ge=1, description="chunks being written while the next one is read and scored"
     )

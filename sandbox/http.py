@@ -192,9 +192,7 @@ class SandboxServer:
         self._thread.join(timeout=5)
 
 
-def _handler_for(
-    api: Api, faults: Faults, in_flight: InFlight
-) -> type[BaseHTTPRequestHandler]:
+def _handler_for(api: Api, faults: Faults, in_flight: InFlight) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive, as the real APIs
         disable_nagle_algorithm = True  # headers and body go out in separate writes

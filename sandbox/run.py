@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from sandbox.http import CertificateAuthority, Faults, FaultPlan, SandboxServer
+from sandbox.http import CertificateAuthority, FaultPlan, Faults, SandboxServer
 from sandbox.hubspot import HubSpotApi, HubSpotSettings
 from sandbox.salesforce import SalesforceApi, SalesforceSettings
 from sandbox.seed import LeadMix, generate_leads

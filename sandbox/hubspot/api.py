@@ -419,9 +419,9 @@ class HubSpotApi:
         return self.table.get(contact_id, connection)
 
     def _next_stamp(self) -> int:
-        """Epoch milliseconds for a write: now, and always later than every earlier write."""
+        """Epoch milliseconds for a write: now, never before an earlier write (ties are common)."""
         with self._lock:
-            self._last_stamp = max(time.time_ns() // 1_000_000, self._last_stamp + 1)
+            self._last_stamp = max(time.time_ns() // 1_000_000, self._last_stamp)
             return self._last_stamp
 
     # --- properties API ----------------------------------------------------------------------

@@ -461,9 +461,9 @@ class SalesforceApi:
         return schema.lead_number(rows[0][0]) + 1 if rows[0][0] else 1
 
     def _next_stamp(self) -> int:
-        """Now in epoch ms, strictly after every stamp handed out before."""
+        """Now in epoch ms, never before a stamp handed out earlier (many writes share one)."""
         with self._lock:
-            self._last_stamp = max(int(time.time() * 1000), self._last_stamp + 1)
+            self._last_stamp = max(int(time.time() * 1000), self._last_stamp)
             return self._last_stamp
 
     def _latest_stamp(self) -> int:

@@ -1,0 +1,106 @@
+"""What the end-to-end benches share: sandbox CRMs in their own process, flow runs measured
+for wall time and peak RSS, counted retries, and the machine the figures come from."""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+QUIET = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "GX_ANALYTICS_ENABLED": "false",
+    "DO_NOT_TRACK": "1",
+    "PREFECT_LOGGING_LEVEL": "WARNING",
+}
+
+
+def machine() -> dict[str, object]:
+    return {
+        "cpus": os.cpu_count(),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "python": platform.python_version(),
+        "platform": platform.platform(terse=True),
+    }
+
+
+@contextmanager
+def sandbox_process(directory: Path, leads: int, *options: str) -> Iterator[Path]:
+    """`python -m sandbox serve` in its own process (its CPU and memory are not the job's),
+    seeded with `leads` per CRM; yields its info file."""
+    info = directory / "info.json"
+    command = [
+        sys.executable, "-m", "sandbox", "serve", "--data-dir", str(directory),
+        "--leads", str(leads), *options,
+    ]  # fmt: skip
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, env={**os.environ, **QUIET})
+    try:
+        while not info.exists():
+            if server.poll() is not None:
+                raise RuntimeError(f"the sandbox exited with {server.returncode}")
+            time.sleep(0.2)
+        yield info
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=60)
+
+
+@dataclass(frozen=True)
+class Measured:
+    result: object
+    wall_s: float
+    peak_rss_mib: float
+
+
+def measure(run, *args, **kwargs) -> Measured:
+    """Call `run`, sampling this process's RSS every 20 ms for the peak."""
+    process, peak, done = psutil.Process(), [0], threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], process.memory_info().rss)
+            done.wait(0.02)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    started = time.perf_counter()
+    try:
+        result = run(*args, **kwargs)
+    finally:
+        wall = time.perf_counter() - started
+        done.set()
+        sampler.join()
+    return Measured(result, wall, peak[0] / 2**20)
+
+
+class RetryCount(logging.Handler):
+    """Counts the connectors' retries, by what the CRM answered (e.g. 'HubSpot answered 429')."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.reasons: Counter[str] = Counter()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "retrying" in record.getMessage() and record.args:
+            self.reasons[str(record.args[0])] += 1
+
+    @contextmanager
+    def attached(self) -> Iterator[RetryCount]:
+        logger = logging.getLogger("connectors")
+        logger.addHandler(self)
+        try:
+            yield self
+        finally:
+            logger.removeHandler(self)

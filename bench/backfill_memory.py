@@ -249,6 +249,8 @@ class _Sampler(threading.Thread):
                         continue
             except psutil.Error:
                 return
+            if own == 0:  # exited, not yet reaped
+                return
             self.timeline.append((time.perf_counter() - started, own, children))
             self.peak_children = max(self.peak_children, children)
             self.peak_tree = max(self.peak_tree, own + children)

@@ -57,6 +57,21 @@ def sandbox_process(directory: Path, leads: int, *options: str) -> Iterator[Path
         server.wait(timeout=60)
 
 
+@contextmanager
+def prefect_server() -> Iterator[None]:
+    """A local Prefect API server, started once, so no measured run pays for starting one."""
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    server = SubprocessASGIServer()
+    server.start(timeout=120)
+    try:
+        with temporary_settings({PREFECT_API_URL: server.api_url}):
+            yield
+    finally:
+        server.stop()
+
+
 @dataclass(frozen=True)
 class Measured:
     result: object

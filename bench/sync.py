@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.support import QUIET, RetryCount, machine, measure, sandbox_process
+from bench.support import QUIET, RetryCount, machine, measure, prefect_server, sandbox_process
 
 PAGE = {"salesforce": 2_000, "hubspot": 200}
 BATCH = {"salesforce": 200, "hubspot": 100}
@@ -47,18 +47,25 @@ def main() -> None:
     latency = ["--latency-seconds", str(args.latency)]
 
     figures: dict[str, object] = {"leads": args.leads, "latency_s": args.latency}
-    with sandbox_process(scratch / "crm", args.leads, *latency) as info:
-        point_at(info, scratch / "ledger.sqlite3")
-        os.environ["LEADSYNC_SALESFORCE_BULK"] = "false"
-        for source in ("salesforce", "hubspot"):
-            figures[source] = three_runs(source, args.leads, args.changed)
-    with sandbox_process(scratch / "crm-bulk", args.leads, *latency) as info:
-        point_at(info, scratch / "ledger-bulk.sqlite3")
-        os.environ["LEADSYNC_SALESFORCE_BULK"] = "true"
-        figures["salesforce_bulk_first"] = one_run("salesforce", "first sync, Bulk API 2.0")
+    with prefect_server():
+        figures.update(runs(scratch, args.leads, latency, args.changed))
     figures["targets"] = targets(figures)
     figures["machine"] = machine()
     print(json.dumps(figures))
+
+
+def runs(scratch: Path, leads: int, latency: list[str], changed: float) -> dict[str, object]:
+    figures: dict[str, object] = {}
+    with sandbox_process(scratch / "crm", leads, *latency) as info:
+        point_at(info, scratch / "ledger.sqlite3")
+        os.environ["LEADSYNC_SALESFORCE_BULK"] = "false"
+        for source in ("salesforce", "hubspot"):
+            figures[source] = three_runs(source, leads, changed)
+    with sandbox_process(scratch / "crm-bulk", leads, *latency) as info:
+        point_at(info, scratch / "ledger-bulk.sqlite3")
+        os.environ["LEADSYNC_SALESFORCE_BULK"] = "true"
+        figures["salesforce_bulk_first"] = one_run("salesforce", "first sync, Bulk API 2.0")
+    return figures
 
 
 def point_at(info: Path, ledger: Path) -> None:

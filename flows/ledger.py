@@ -59,6 +59,9 @@ pending = Table(
 )
 
 
+ROWS_PER_INSERT = 5_000
+
+
 class Ledger:
     def __init__(self, url: str | None = None):
         url = url or os.environ.get("LEADSYNC_LEDGER_URL") or DEFAULT_URL
@@ -68,26 +71,28 @@ class Ledger:
         metadata.create_all(self.engine)
 
     def record_writes(self, run_id: str, source: str, changes: pd.DataFrame) -> None:
-        """`changes`: crm_id, field, old, new, for the records the CRM accepted."""
+        """`changes`: crm_id, field, old, new, for the records the CRM accepted. Inserted a
+        slice at a time, so a large chunk's rows never sit in memory twice over."""
         if changes.empty:
             return
         now = datetime.now(UTC)
-        rows = [
-            {
-                "run_id": run_id,
-                "source": source,
-                "crm_id": crm_id,
-                "field": field,
-                "old": as_text(old),
-                "new": as_text(new),
-                "written_at": now,
-            }
-            for crm_id, field, old, new in changes[["crm_id", "field", "old", "new"]].itertuples(
-                index=False
-            )
-        ]
+        columns = changes[["crm_id", "field", "old", "new"]]
         with self.engine.begin() as connection:
-            connection.execute(insert(writes), rows)
+            for start in range(0, len(columns), ROWS_PER_INSERT):
+                part = columns.iloc[start : start + ROWS_PER_INSERT]
+                rows = [
+                    {
+                        "run_id": run_id,
+                        "source": source,
+                        "crm_id": crm_id,
+                        "field": field,
+                        "old": as_text(old),
+                        "new": as_text(new),
+                        "written_at": now,
+                    }
+                    for crm_id, field, old, new in part.itertuples(index=False)
+                ]
+                connection.execute(insert(writes), rows)
 
     def writes_of_run(self, run_id: str) -> pd.DataFrame:
         with self.engine.connect() as connection:

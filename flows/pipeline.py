@@ -60,6 +60,7 @@ class RunReport:
     failures: list[dict] = field(default_factory=list)
     scores: pd.Series = field(default_factory=lambda: pd.Series(0, index=SCORE_LABELS))
     seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+    elapsed: float = 0.0  # seconds from the first read to the last write recorded
     rechecked: int = 0  # chunks re-read before writing, as they waited long
     usage: ApiUsage | None = None  # the connector's calls, when the run ends
 
@@ -214,6 +215,7 @@ class Pipeline:
         chunks = chunks_of(pages, settings.chunk_leads, settings.chunk_seconds, self._count_read)
         writing: deque[_Writing] = deque()
         waiting: Pending | None = None
+        started = time.perf_counter()
         with ThreadPoolExecutor(settings.chunks_in_flight, thread_name_prefix="crm-write") as pool:
             try:
                 for number, (chunk, read_at) in enumerate(read_ahead(chunks), start=1):
@@ -230,6 +232,7 @@ class Pipeline:
                     self._record(writing.popleft())
             finally:
                 self._record_all(writing)  # after a stop: what was written is still recorded
+                self.report.elapsed += time.perf_counter() - started
         return self.report
 
     def _count_read(self, seconds: float) -> None:

@@ -22,7 +22,7 @@ class JobSettings(BaseSettings):
     )
     dask_workers: int = Field(default=2, ge=1, description="workers of the local Dask cluster")
     chunk_leads: int = Field(
-        default=10_000,
+        default=20_000,
         ge=1,
         description="leads per chunk validated and scored at once (each contract run costs "
         "about a quarter second, whatever its size)",
@@ -37,7 +37,7 @@ class JobSettings(BaseSettings):
         default=2, ge=1, description="chunks being written while the next one is read and scored"
     )
     recheck_after_seconds: float = Field(
-        default=5.0,
+        default=30.0,
         ge=0,
         description="re-read a chunk's leads before writing when it was read longer ago than "
         "this, so a person's edit in between is never overwritten",

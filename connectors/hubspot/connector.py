@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -83,6 +84,11 @@ class HubSpotConnector:
         write_concurrency: int = 1,
     ):
         self.client = client
+        # Each attribute access of the client builds a new API client with its own connection
+        # pool, so a new TLS handshake per call: the APIs are taken once and kept.
+        self._contacts = client.crm.contacts.batch_api
+        self._search_api = client.crm.contacts.search_api
+        self._properties_api = client.crm.properties.core_api
         self.mapping = mapping or load_mapping(DEFAULT_MAPPING)
         self.retry, self.write_concurrency = retry, write_concurrency
         # A little longer than HubSpot's windows: its clock starts when a request arrives.
@@ -132,7 +138,7 @@ class HubSpotConnector:
             )
         for name in missing:
             self._call(
-                lambda name=name: self.client.crm.properties.core_api.create(
+                lambda name=name: self._properties_api.create(
                     object_type=self.mapping.object,
                     property_create=CUSTOM_PROPERTIES[name],
                     _preload_content=False,
@@ -143,7 +149,7 @@ class HubSpotConnector:
 
     def _missing_properties(self) -> list[str]:
         existing = self._call(
-            lambda: self.client.crm.properties.core_api.get_all(
+            lambda: self._properties_api.get_all(
                 object_type=self.mapping.object, _preload_content=False
             ),
             "metadata",
@@ -220,7 +226,7 @@ class HubSpotConnector:
                 "properties": self._properties,
             }
             page = self._call(
-                lambda body=body: self.client.crm.contacts.batch_api.read(
+                lambda body=body: self._contacts.read(
                     batch_read_input_simple_public_object_id=body,
                     archived=False,
                     _preload_content=False,
@@ -245,7 +251,7 @@ class HubSpotConnector:
     def _send(self, batch: pd.DataFrame) -> list[str | None]:
         inputs = records.to_inputs(batch, self.mapping)
         response = self._call(
-            lambda: self.client.crm.contacts.batch_api.update(
+            lambda: self._contacts.update(
                 batch_input_simple_public_object_batch_input={"inputs": inputs},
                 _preload_content=False,
             ),
@@ -258,39 +264,60 @@ class HubSpotConnector:
         return self._calls.usage(remaining, limit)
 
     def _search_by_id(self, groups: list[list[dict]]) -> Iterator[pd.DataFrame]:
-        """Search in id order, each request asking for ids above the last one seen.
+        """Every match, read by two cursors at once: one up from the lowest id, one down from
+        the highest, each asking only for ids between what the two have read so far.
 
         No request carries an offset: leads that a run writes meanwhile (and that leave the
         search, their modification time now past the window) shift nothing, and HubSpot's
-        10,000-result cap on paging never applies.
+        10,000-result cap on paging never applies. Two requests in flight keep the search
+        budget busy through each round trip; each response's `total` says how many matches
+        remain, so the cursors stop without an empty last call.
         """
-        last_id: str | None = None
-        while True:
-            query = (
-                groups
-                if last_id is None
-                else [
-                    [*group, {"propertyName": ID_PROPERTY, "operator": "GT", "value": last_id}]
-                    for group in groups
-                ]
-            )
-            body = records.search_body(
-                [records.filter_group(*group) for group in query if group],
-                ID_PROPERTY,
-                self._properties,
-                SEARCH_PAGE,
-                None,
-            )
-            page = self._call(lambda body=body: self._search(body), "read")
-            if page["results"]:
-                yield records.to_frame(page["results"], self.mapping)
-            if _next_after(page) is None:
-                return
-            last_id = str(page["results"][-1]["id"])
+        low = high = None  # every match at or below `low`, or at or above `high`, is read
+        with ThreadPoolExecutor(2, thread_name_prefix="hubspot-search") as fetcher:
+            up = fetcher.submit(self._search_page, groups, low, high, "ASCENDING")
+            down = fetcher.submit(self._search_page, groups, low, high, "DESCENDING")
+            while up is not None:
+                rising = up.result()["results"]
+                remaining = up.result()["total"] - len(rising)
+                falling = []
+                if down is not None:
+                    top = int(rising[-1]["id"]) if rising else -1
+                    falling = [c for c in down.result()["results"] if int(c["id"]) > top]
+                    remaining -= len(falling)
+                for page in (rising, falling):
+                    if page:
+                        yield records.to_frame(page, self.mapping)
+                if remaining <= 0:
+                    return
+                low = rising[-1]["id"]
+                high = falling[-1]["id"] if falling else high
+                up = fetcher.submit(self._search_page, groups, low, high, "ASCENDING")
+                down = None
+                if remaining > SEARCH_PAGE:
+                    down = fetcher.submit(self._search_page, groups, low, high, "DESCENDING")
+
+    def _search_page(
+        self, groups: list[list[dict]], above: str | None, below: str | None, direction: str
+    ) -> dict:
+        bounds = [
+            {"propertyName": ID_PROPERTY, "operator": operator, "value": value}
+            for operator, value in (("GT", above), ("LT", below))
+            if value is not None
+        ]
+        body = records.search_body(
+            [records.filter_group(*group, *bounds) for group in groups if group or bounds],
+            ID_PROPERTY,
+            self._properties,
+            SEARCH_PAGE,
+            None,
+            direction,
+        )
+        return self._call(lambda: self._search(body), "read")
 
     def _search(self, body: dict):
         self._pace_search.wait()
-        return self.client.crm.contacts.search_api.do_search(
+        return self._search_api.do_search(
             public_object_search_request=body, _preload_content=False
         )
 

@@ -30,10 +30,11 @@ def search_body(
     properties: Sequence[str],
     limit: int,
     after: str | None,
+    direction: str = "ASCENDING",
 ) -> dict:
     body = {
         "filterGroups": list(groups),
-        "sorts": [{"propertyName": sort_property, "direction": "ASCENDING"}],
+        "sorts": [{"propertyName": sort_property, "direction": direction}],
         "properties": list(properties),
         "limit": limit,
     }

@@ -37,7 +37,7 @@ from connectors.settings import ConnectorSettings
 DEFAULT_MAPPING = Path(__file__).with_name("mapping.yaml")
 PAGE_SIZE = 2_000
 COLLECTION_SIZE = 200
-BULK_PAGE = 50_000  # leads per Bulk API 2.0 results page (and per chunk of a bulk backfill)
+BULK_PAGE = 20_000  # leads per Bulk API 2.0 results page: a chunk, bounded for memory
 IDS_PER_QUERY = 400  # keeps a query's URL well under the REST API's 16,384-byte limit
 TRANSIENT_STATUSES = {429, 500, 502, 503, 504}
 log = logging.getLogger(__name__)

@@ -1,0 +1,83 @@
+"""A HubSpot sync at the portal's real limits: throughput against what the limits allow.
+
+`.venv/bin/python -m bench.hubspot_throughput [--contacts 20000] [--latency 0.15]`
+
+The HubSpot sandbox runs in its own process at Professional limits (190 calls per 10 s, 5
+searches per second) with the latency of a real round trip. A first sync reads every contact
+(searches of 200) and writes status, score and reason back (batches of 100). The limits allow
+no faster than max(searches / 5 per s, other calls / 19 per s), the two budgets being
+separate; the run's throughput is compared with that, and every 429 is counted (the
+connector retries them, so they would show as retries). The last line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+
+from bench.support import QUIET, RetryCount, machine, measure, prefect_server, sandbox_process
+
+SEARCH_PAGE, BATCH = 200, 100
+SEARCHES_PER_SECOND, CALLS_PER_SECOND = 5, 19  # 190 per 10 s
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--contacts", type=int, default=20_000)
+    parser.add_argument("--latency", type=float, default=0.15, help="seconds added per call")
+    args = parser.parse_args()
+    scratch = Path(tempfile.mkdtemp(prefix="leadsync-bench-hubspot-"))
+    os.environ.update({**QUIET, "PREFECT_HOME": str(scratch / "prefect")})
+    options = ("--latency-seconds", str(args.latency))
+    with sandbox_process(scratch / "crm", args.contacts, *options) as info, prefect_server():
+        os.environ["LEADSYNC_SANDBOX_INFO"] = str(info)
+        os.environ["LEADSYNC_LEDGER_URL"] = f"sqlite:///{scratch / 'ledger.sqlite3'}"
+        from flows.jobs import sync_leads
+
+        with RetryCount().attached() as retries:
+            run = measure(sync_leads, source="hubspot", return_state=True)
+    report = run.result.result(raise_on_failure=False)
+    searches = math.ceil(report.read / SEARCH_PAGE)
+    other_calls = math.ceil(report.changed / BATCH) + report.usage.metadata
+    fastest_s = max(searches / SEARCHES_PER_SECOND, other_calls / CALLS_PER_SECOND)
+    allowed, achieved = report.read / fastest_s, report.read / run.wall_s
+    streaming = report.read / report.elapsed  # from the first read to the last write
+    rate_limited = sum(count for reason, count in retries.reasons.items() if "429" in reason)
+    print(
+        f"{report.read:,} contacts read, {report.written:,} written in {run.wall_s:.1f}s: "
+        f"{achieved:,.0f}/s against {allowed:,.0f}/s the limits allow "
+        f"({achieved / allowed:.2f}; {streaming / allowed:.2f} from the first read to the last "
+        f"write, without the run's start-up); {report.usage.reads} reads, {report.usage.writes} writes, "
+        f"{rate_limited} answered 429; busy seconds {report.seconds}"
+    )
+    print(
+        json.dumps(
+            {
+                "contacts": report.read,
+                "written": report.written,
+                "latency_s": args.latency,
+                "wall_s": round(run.wall_s, 2),
+                "fastest_allowed_s": round(fastest_s, 2),
+                "contacts_per_s": round(achieved),
+                "allowed_contacts_per_s": round(allowed),
+                "throughput_ratio": round(achieved / allowed, 3),
+                "streaming_s": round(report.elapsed, 2),
+                "streaming_throughput_ratio": round(streaming / allowed, 3),
+                "read_calls": report.usage.reads,
+                "write_calls": report.usage.writes,
+                "responses_429": rate_limited,
+                "other_retries": sum(retries.reasons.values()) - rate_limited,
+                "target_ratio_ok": achieved / allowed >= 0.9,
+                "target_no_429": rate_limited == 0,
+                "machine": machine(),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

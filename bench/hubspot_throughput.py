@@ -51,8 +51,8 @@ def main() -> None:
         f"{report.read:,} contacts read, {report.written:,} written in {run.wall_s:.1f}s: "
         f"{achieved:,.0f}/s against {allowed:,.0f}/s the limits allow "
         f"({achieved / allowed:.2f}; {streaming / allowed:.2f} from the first read to the last "
-        f"write, without the run's start-up); {report.usage.reads} reads, {report.usage.writes} writes, "
-        f"{rate_limited} answered 429; busy seconds {report.seconds}"
+        f"write, without the run's start-up); {report.usage.reads} reads, "
+        f"{report.usage.writes} writes, {rate_limited} answered 429; busy seconds {report.seconds}"
     )
     print(
         json.dumps(

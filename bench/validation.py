@@ -13,10 +13,10 @@ import json
 import math
 import time
 
-
+from connectors.credentials import SalesforceCredentials
 from connectors.retry import RetryPolicy
 from connectors.salesforce import SalesforceConnector, connect
-from connectors.credentials import SalesforceCredentials
+from connectors.settings import ConnectorSettings
 from expectations.suite import LeadContract
 from sandbox.http import FaultPlan
 from sandbox.run import Sandbox, SandboxConfig
@@ -51,6 +51,7 @@ def main() -> None:
                 )
             ),
             retry=RetryPolicy(),
+            settings=ConnectorSettings(salesforce_bulk=False),  # REST pages, one call per 2,000
         )
         started = time.perf_counter()
         read = sum(len(page) for page in connector.read_all())
@@ -60,9 +61,9 @@ def main() -> None:
         f"read {read:,} leads from the Salesforce sandbox in {read_s:.2f}s "
         f"({calls} calls at {args.latency * 1000:.0f} ms latency)"
     )
-    hubspot_calls = math.ceil(args.rows / 100)
-    hubspot_s = hubspot_calls / 19.0  # list endpoint at 190 requests per 10 s
-    print(f"HubSpot would need {hubspot_calls} list calls: at least {hubspot_s:.0f}s at 190/10s")
+    hubspot_calls = math.ceil(args.rows / 200)
+    hubspot_s = hubspot_calls / 5.0  # searches of 200 at 5 per second
+    print(f"HubSpot would need {hubspot_calls} searches: at least {hubspot_s:.0f}s at 5/s")
     print(
         json.dumps(
             {

@@ -314,7 +314,7 @@ def test_batch_update_all_succeed_with_200_and_move_lastmodifieddate(start_sandb
         assert updated[contact.id].updated_at > contact.updated_at
         assert updated[contact.id].properties["leadsync_qualified_at"] == "2026-01-02T03:04:05.678Z"
     stamps = [millis(c.properties["lastmodifieddate"]) for c in data.results]
-    assert len(set(stamps)) == 3  # strictly increasing, one per write
+    assert stamps == sorted(stamps)  # never before an earlier write; writes may share a stamp
 
 
 def test_batch_update_partial_failure_is_207_with_per_record_errors(start_sandbox):

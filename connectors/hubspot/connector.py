@@ -271,12 +271,13 @@ class HubSpotConnector:
         search, their modification time now past the window) shift nothing, and HubSpot's
         10,000-result cap on paging never applies. Two requests in flight keep the search
         budget busy through each round trip; each response's `total` says how many matches
-        remain, so the cursors stop without an empty last call.
+        remain, so a second cursor starts only when more than a page remains, and neither
+        makes an empty last call.
         """
         low = high = None  # every match at or below `low`, or at or above `high`, is read
         with ThreadPoolExecutor(2, thread_name_prefix="hubspot-search") as fetcher:
             up = fetcher.submit(self._search_page, groups, low, high, "ASCENDING")
-            down = fetcher.submit(self._search_page, groups, low, high, "DESCENDING")
+            down: Future | None = None  # until the first page tells how many there are
             while up is not None:
                 rising = up.result()["results"]
                 remaining = up.result()["total"] - len(rising)

@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.support import QUIET, machine, prefect_server, sandbox_process
+from bench.support import QUIET, machine, prefect_server, report_of, sandbox_process
 
 TARGET_RSS_MIB, TARGET_RATIO = 1024, 1.2
 
@@ -64,7 +64,7 @@ def main() -> None:
 def child(size: int, source: str) -> dict:
     command = [sys.executable, "-m", "bench.backfill_memory", "--one", str(size)]
     command += ["--source", source]
-    finished = subprocess.run(command, capture_output=True, text=True, check=True)
+    finished = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=True)
     return json.loads(finished.stdout.strip().splitlines()[-1])
 
 
@@ -80,7 +80,7 @@ def backfill(size: int, source: str) -> dict:
         started = time.perf_counter()
         state = backfill_leads(source=source, return_state=True)
         wall = time.perf_counter() - started
-    report = state.result(raise_on_failure=False)
+    report = report_of(state)
     return {
         "leads": size,
         "state": state.type.value,

@@ -19,7 +19,15 @@ import os
 import tempfile
 from pathlib import Path
 
-from bench.support import QUIET, RetryCount, machine, measure, prefect_server, sandbox_process
+from bench.support import (
+    QUIET,
+    RetryCount,
+    machine,
+    measure,
+    prefect_server,
+    report_of,
+    sandbox_process,
+)
 
 SEARCH_PAGE, BATCH = 200, 100
 SEARCHES_PER_SECOND, CALLS_PER_SECOND = 5, 19  # 190 per 10 s
@@ -40,7 +48,7 @@ def main() -> None:
 
         with RetryCount().attached() as retries:
             run = measure(sync_leads, source="hubspot", return_state=True)
-    report = run.result.result(raise_on_failure=False)
+    report = report_of(run.result)
     searches = math.ceil(report.read / SEARCH_PAGE)
     other_calls = math.ceil(report.changed / BATCH) + report.usage.metadata
     fastest_s = max(searches / SEARCHES_PER_SECOND, other_calls / CALLS_PER_SECOND)

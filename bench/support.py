@@ -119,3 +119,11 @@ class RetryCount(logging.Handler):
             yield self
         finally:
             logger.removeHandler(self)
+
+
+def report_of(state):
+    """The run's RunReport, or a clear stop when the run ended without one."""
+    report = state.result(raise_on_failure=False)
+    if not hasattr(report, "usage"):
+        raise SystemExit(f"the run ended {state.type.value}: {state.message}")
+    return report

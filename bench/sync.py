@@ -28,7 +28,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.support import QUIET, RetryCount, machine, measure, prefect_server, sandbox_process
+from bench.support import (
+    QUIET,
+    RetryCount,
+    machine,
+    measure,
+    prefect_server,
+    report_of,
+    sandbox_process,
+)
 
 PAGE = {"salesforce": 2_000, "hubspot": 200}
 BATCH = {"salesforce": 200, "hubspot": 100}
@@ -85,7 +93,7 @@ def one_run(source: str, name: str) -> dict[str, object]:
 
     with RetryCount().attached() as retries:
         run = measure(sync_leads, source=source, overlap_minutes=0, return_state=True)
-    report = run.result.result(raise_on_failure=False)
+    report = report_of(run.result)
     usage = report.usage
     minimum_reads = math.ceil(report.read / PAGE[source])
     minimum_writes = math.ceil(report.changed / BATCH[source])

@@ -146,35 +146,37 @@ class Pending:
     """Planned writes not yet sent: the updates, the leads as read, and the field changes."""
 
     updates: pd.DataFrame
-    read: pd.DataFrame
+    read: pd.DataFrame  # with `read_at`, the wall-clock time each lead was read
     changes: pd.DataFrame
-    read_at: float  # wall-clock time the oldest of them was read
+
+    @property
+    def read_at(self) -> float:
+        """When the oldest of them was read."""
+        return float(self.read["read_at"].min())
 
     def __add__(self, later: Pending) -> Pending:
         """These and `later`'s; a lead in both keeps only its later plan."""
-        again = self.updates["crm_id"].isin(later.updates["crm_id"])
-        keep = lambda frame: frame[~frame["crm_id"].isin(self.updates["crm_id"][again])]  # noqa: E731
+        kept = self._only(~self.updates["crm_id"].isin(later.updates["crm_id"]))
         return Pending(
-            pd.concat([keep(self.updates), later.updates], ignore_index=True),
-            pd.concat([keep(self.read), later.read], ignore_index=True),
-            pd.concat([keep(self.changes), later.changes], ignore_index=True),
-            min(self.read_at, later.read_at),
+            pd.concat([kept.updates, later.updates], ignore_index=True),
+            pd.concat([kept.read, later.read], ignore_index=True),
+            pd.concat([kept.changes, later.changes], ignore_index=True),
         )
 
     def split(self, count: int) -> tuple[Pending, Pending]:
         """The first `count` updates, and the rest."""
-        first = self.updates["crm_id"].iloc[:count]
+        first = pd.Series(False, index=self.updates.index)
+        first.iloc[:count] = True
+        return self._only(first), self._only(~first)
 
-        def part(frame: pd.DataFrame, inside: bool) -> pd.DataFrame:
-            return frame[frame["crm_id"].isin(first) == inside].reset_index(drop=True)
-
-        return (
-            Pending(
-                *(part(f, True) for f in (self.updates, self.read, self.changes)), self.read_at
-            ),
-            Pending(
-                *(part(f, False) for f in (self.updates, self.read, self.changes)), self.read_at
-            ),
+    def _only(self, chosen: pd.Series) -> Pending:
+        """The plans of the updates `chosen` marks."""
+        ids = self.updates["crm_id"][chosen]
+        return Pending(
+            *(
+                frame[frame["crm_id"].isin(ids)].reset_index(drop=True)
+                for frame in (self.updates, self.read, self.changes)
+            )
         )
 
 
@@ -260,7 +262,7 @@ class Pipeline:
         if updates.empty:
             return None
         read = result.valid[result.valid["crm_id"].isin(updates["crm_id"])]
-        return Pending(updates, read, result.plan.changes, read_at)
+        return Pending(updates, read.assign(read_at=read_at), result.plan.changes)
 
     def _start_write(
         self, pool: ThreadPoolExecutor, writing: deque[_Writing], pending: Pending, label: str

@@ -305,3 +305,18 @@ def test_only_the_latest_jobs_are_kept(start_sandbox, connect, monkeypatch):
     first, *_ = [client.create_job("query", "SELECT Id FROM Lead")["id"] for _ in range(3)]
     with pytest.raises(Exception, match="NOT_FOUND"):
         client.get_job(first, True)
+
+
+def test_a_job_in_use_outlives_newer_idle_ones(start_sandbox, connect, monkeypatch):
+    from sandbox.salesforce import bulk
+
+    monkeypatch.setattr(bulk, "JOBS_KEPT", 2)
+    sf = connect(start_sandbox(leads=1))
+    client = sf.bulk2.Lead._client
+    paged = client.create_job("query", "SELECT Id FROM Lead")["id"]
+    idle = client.create_job("query", "SELECT Id FROM Lead")["id"]
+    client.get_job(paged, True)  # a long backfill still reading its query job
+    client.create_job("query", "SELECT Id FROM Lead")
+    assert client.get_job(paged, True)["id"] == paged
+    with pytest.raises(Exception, match="NOT_FOUND"):
+        client.get_job(idle, True)

@@ -44,7 +44,9 @@ DEFAULT_MAPPING = Path(__file__).with_name("mapping.yaml")
 SEARCH_PAGE, BATCH_SIZE = 200, 100
 ID_PROPERTY = "hs_object_id"
 API_ERRORS = (ContactsApiException, PropertiesApiException)  # each API package has its own
-WINDOW_MARGIN_SECONDS = 0.05
+# A little longer than HubSpot's windows: its clock starts when a request arrives, and two
+# searches in flight may arrive out of step; a share of a one-second window needs more slack.
+WINDOW_MARGIN_SECONDS, SEARCH_WINDOW_MARGIN_SECONDS = 0.05, 0.1
 log = logging.getLogger(__name__)
 
 
@@ -91,9 +93,8 @@ class HubSpotConnector:
         self._properties_api = client.crm.properties.core_api
         self.mapping = mapping or load_mapping(DEFAULT_MAPPING)
         self.retry, self.write_concurrency = retry, write_concurrency
-        # A little longer than HubSpot's windows: its clock starts when a request arrives.
         self._pace = Pacer(limits.per_ten_seconds, 10.0 + WINDOW_MARGIN_SECONDS)
-        self._pace_search = Pacer(limits.search_per_second, 1.0 + WINDOW_MARGIN_SECONDS)
+        self._pace_search = Pacer(limits.search_per_second, 1.0 + SEARCH_WINDOW_MARGIN_SECONDS)
         self._calls = CallCounter()
         self._daily: tuple[int, int] | None = None  # (remaining, limit) from the last response
 
@@ -318,9 +319,7 @@ class HubSpotConnector:
 
     def _search(self, body: dict):
         self._pace_search.wait()
-        return self._search_api.do_search(
-            public_object_search_request=body, _preload_content=False
-        )
+        return self._search_api.do_search(public_object_search_request=body, _preload_content=False)
 
     def _call(self, request, kind: CallKind):
         def paced():

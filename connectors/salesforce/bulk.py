@@ -91,7 +91,9 @@ def _csv_rows(updates: pd.DataFrame, mapping: FieldMapping) -> tuple[list[str], 
     for row in updates[["crm_id", *columns]].itertuples(index=False):
         crm_id = json_value(row[0])
         values = [_csv_value(value) for value in row[1:]]
-        rows.append(dict(zip(header, ["" if crm_id is None else str(crm_id), *values])))
+        rows.append(
+            dict(zip(header, ["" if crm_id is None else str(crm_id), *values], strict=True))
+        )
     return header, rows
 
 

@@ -122,6 +122,7 @@ class SalesforceConnector:
         """Every lead: through a Bulk API 2.0 query job when there are at least the bulk
         threshold of them (a handful of calls instead of one per 2,000), else REST pages."""
         soql = records.select_all(self.mapping)
+        # (checked first so that no count is asked for when bulk is off)
         if self.settings.salesforce_bulk and self._bulk_worth_it(self._lead_count()):
             return self._bulk_pages(soql)
         return self._pages(soql)
@@ -146,8 +147,12 @@ class SalesforceConnector:
 
     def write(self, updates: pd.DataFrame) -> pd.DataFrame:
         if self._bulk_worth_it(len(updates)):
-            errors = self._call(lambda: bulk.update(self.client, updates, self.mapping))
-            return write_results(updates["crm_id"].astype(str).tolist(), errors)
+            ids = updates["crm_id"].astype(str).tolist()
+            try:
+                errors = self._call(lambda: bulk.update(self.client, updates, self.mapping))
+            except SalesforceError as error:  # the job failed as a whole: every record did
+                errors = [f"Bulk API job failed: {error}"[:500]] * len(ids)
+            return write_results(ids, errors)
         return write_in_batches(
             updates,
             COLLECTION_SIZE,

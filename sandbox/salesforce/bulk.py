@@ -5,7 +5,7 @@ Query jobs evaluate their SOQL with the same engine as `/query` and keep only th
 while a job is paged never shift its pages. Ingest jobs are processed the moment their upload is
 marked complete, record by record through the same validation and write code as the sObject
 Collections route, in transactions of `INGEST_CHUNK` records; so a client's first poll already
-finds them finished. Only the last `JOBS_KEPT` jobs are remembered.
+finds them finished. Only the `JOBS_KEPT` jobs used last are remembered.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from sandbox.store import Database, Table
 DEFAULT_MAX_RECORDS = 50_000  # Salesforce sizes pages itself when maxRecords is absent
 FETCH_CHUNK = 2_000  # rowids per SELECT while rendering a page (SQLite caps bound variables)
 INGEST_CHUNK = 10_000  # records per transaction, like Salesforce's internal ingest batches
-JOBS_KEPT = 20  # jobs remembered; creating one more forgets the oldest
+JOBS_KEPT = 20  # jobs remembered; creating one more forgets the one least recently used
 NULL = "#N/A"  # in an ingest CSV: set the field to null (an empty value leaves it unchanged)
 DELIMITERS = {
     "COMMA": ",",
@@ -402,6 +402,8 @@ class BulkJobs:
     def _job(self, match: re.Match, kind: type[Job]) -> tuple[Any, Response | None]:
         with self._lock:
             job = self._jobs.get(match["job_id"])
+            if job is not None:
+                self._jobs.move_to_end(job.id)  # in use: the last to be forgotten
         if not isinstance(job, kind):
             return None, _error(404, "NOT_FOUND", "The requested resource does not exist")
         return job, None

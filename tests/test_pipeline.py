@@ -1,0 +1,51 @@
+"""The pipeline's own mechanics, without a CRM: chunking, reading ahead, whole-batch writes."""
+
+from __future__ import annotations
+
+import threading
+
+import pandas as pd
+import pytest
+
+from flows.pipeline import Pending, chunks_of, read_ahead
+
+
+def pending(ids: list[str], read_at: float = 100.0) -> Pending:
+    updates = pd.DataFrame({"crm_id": ids, "score": [float(len(i)) for i in ids]})
+    changes = pd.DataFrame({"crm_id": ids, "field": "score", "old": None, "new": updates["score"]})
+    return Pending(updates, updates[["crm_id"]].assign(modified_at=1, read_at=read_at), changes)
+
+
+def test_pending_writes_combine_keeping_a_leads_later_plan_and_split_in_order():
+    combined = pending(["a", "b", "c"], read_at=50.0) + pending(["b", "d"], read_at=70.0)
+    assert combined.updates["crm_id"].tolist() == ["a", "c", "b", "d"]
+    assert combined.changes["crm_id"].tolist() == ["a", "c", "b", "d"]
+    assert combined.read_at == 50.0  # the oldest read decides whether to recheck
+
+    now, later = combined.split(3)
+    assert now.updates["crm_id"].tolist() == ["a", "c", "b"]
+    assert later.updates["crm_id"].tolist() == ["d"]
+    assert later.read["crm_id"].tolist() == ["d"] and later.changes["crm_id"].tolist() == ["d"]
+    assert later.read_at == 70.0  # what waits for the next chunk keeps its own read time
+
+
+def test_pages_combine_into_chunks_by_size_and_every_lead_arrives_once():
+    pages = [pd.DataFrame({"crm_id": [f"{p}-{i}" for i in range(200)]}) for p in range(7)]
+    waits: list[float] = []
+    chunks = list(chunks_of(iter(pages), 500, 60.0, waits.append))
+    assert [len(chunk) for chunk, _ in chunks] == [600, 600, 200]
+    assert pd.concat([chunk for chunk, _ in chunks])["crm_id"].is_unique
+    assert len(waits) == 8  # one per page, and the last, empty-handed
+
+
+def test_read_ahead_keeps_order_and_raises_the_readers_error_here():
+    def pages():
+        yield from range(5)
+        raise ConnectionError("CRM went away")
+
+    seen = []
+    with pytest.raises(ConnectionError, match="went away"):
+        for item in read_ahead(pages(), depth=2):
+            seen.append(item)
+    assert seen == [0, 1, 2, 3, 4]
+    assert not [t for t in threading.enumerate() if t.name == "crm-read"]

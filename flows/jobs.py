@@ -263,37 +263,37 @@ def rollback_run(
 
 def _restorable(written: pd.DataFrame, current: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     """Leads whose written fields still hold what the run wrote, with the old values to put
-    back; and the leads someone changed since."""
+    back; and the leads someone changed since (or that are gone)."""
     # A lead written twice in one run: restore its first old value, compare with its last new.
     ordered = written.sort_values("id")
     key = ["crm_id", "field"]
     first_old = ordered.drop_duplicates(key, keep="first").set_index(key)["old"]
     last_new = ordered.drop_duplicates(key, keep="last").set_index(key)["new"]
-    written = pd.concat([first_old, last_new], axis=1).reset_index()
-    restore, changed = [], []
-    for crm_id, fields in written.groupby("crm_id", sort=False):
-        if crm_id not in current.index or any(
-            as_text(current.at[crm_id, row.field]) != row.new for row in fields.itertuples()
-        ):
-            changed.append(crm_id)
-            continue
-        restore.append(
-            {
-                "crm_id": crm_id,
-                **{row.field: _typed(row.field, row.old) for row in fields.itertuples()},
-            }
-        )
-    return pd.DataFrame(restore), changed
+    written = pd.concat([first_old, last_new], axis=1)
+    fields = written.index.get_level_values("field").unique().tolist()
+    now = current.reindex(columns=fields).map(as_text).rename_axis(columns="field").stack()
+    now = now.reindex(written.index)
+    same = (now == written["new"]) | (now.isna() & written["new"].isna())
+    present = written.index.get_level_values("crm_id").isin(current.index)
+    changed = written.index.get_level_values("crm_id")[~(same & present)].unique().tolist()
+    kept = written[~written.index.get_level_values("crm_id").isin(changed)]
+    old = kept["old"].unstack("field").reindex(columns=fields)
+    was_written = pd.Series(True, index=kept.index).unstack("field", fill_value=False)
+    was_written = was_written.reindex(columns=fields, fill_value=False)
+    # Fields the run did not change keep their current value (the same as before the run).
+    restore = current.loc[old.index, fields].copy()
+    for field in fields:
+        restore[field] = restore[field].where(~was_written[field], _typed(field, old[field]))
+    return restore.rename_axis("crm_id").reset_index(), changed
 
 
-def _typed(field: str, text: str | None):
-    if text is None:
-        return None
+def _typed(field: str, texts: pd.Series) -> pd.Series:
+    """Ledger text back to the canonical column's type."""
     if field == "score":
-        return float(text)
+        return pd.to_numeric(texts)
     if field == "qualified_at":
-        return pd.Timestamp(text)
-    return text
+        return pd.to_datetime(texts, utc=True)
+    return texts
 
 
 def _pipeline(

@@ -49,3 +49,27 @@ def test_read_ahead_keeps_order_and_raises_the_readers_error_here():
             seen.append(item)
     assert seen == [0, 1, 2, 3, 4]
     assert not [t for t in threading.enumerate() if t.name == "crm-read"]
+
+
+def test_rollback_restores_first_old_values_and_leaves_changed_or_gone_leads():
+    from flows.jobs import _restorable
+
+    written = pd.DataFrame(
+        {
+            "id": [1, 2, 3, 4, 5, 6],
+            "crm_id": ["a", "a", "a", "b", "gone", "c"],
+            "field": ["score", "score", "status", "score", "score", "score"],
+            "old": ["10", "20", None, "5", "1", "3"],
+            "new": ["20", "30", "Qualified", "6", "2", "4"],
+        }
+    )
+    current = pd.DataFrame(
+        {"score": [30.0, 7.0, 4.0], "status": ["Qualified", None, "Nurture"]},
+        index=pd.Index(["a", "b", "c"]),
+    )
+    restore, changed = _restorable(written, current)
+    assert sorted(changed) == ["b", "gone"]  # b's score moved on since; gone is not in the CRM
+    restored = restore.set_index("crm_id")
+    assert restored["score"].to_dict() == {"a": 10.0, "c": 3.0}  # a's first old value
+    assert pd.isna(restored.loc["a", "status"])  # it had none before the run
+    assert restored.loc["c", "status"] == "Nurture"  # not written by the run: left as it is

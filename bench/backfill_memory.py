@@ -8,7 +8,7 @@ Prefect API server (its own process, not counted), then runs `backfill_leads` wi
 (every lead through `read_all`: Bulk API 2.0 query and ingest jobs for Salesforce at this
 size) as a real flow run, against a fresh ledger. Peak RSS is the child's own high-water mark
 (`getrusage(RUSAGE_SELF).ru_maxrss`): reading, parsing, validation, scoring, the ledger and
-the writes, and the ~370 MiB that importing Prefect, Great Expectations and pandas costs.
+the writes, and what importing Prefect, Great Expectations and pandas costs (reported apart).
 
 Targets: peak RSS at 1,000,000 leads at or under 1 GiB, and within 20% of the peak at 100,000.
 The last line is one JSON object.

@@ -5,9 +5,11 @@
 The HubSpot sandbox runs in its own process at Professional limits (190 calls per 10 s, 5
 searches per second) with the latency of a real round trip. A first sync reads every contact
 (searches of 200) and writes status, score and reason back (batches of 100). The limits allow
-no faster than max(searches / 5 per s, other calls / 19 per s), the two budgets being
-separate; the run's throughput is compared with that, and every 429 is counted (the
-connector retries them, so they would show as retries). The last line is one JSON object.
+no faster than max(searches / 5 per s, other calls / 19 per s), the two budgets being separate
+as the sandbox models them (the connector, to be safe, also paces its searches under the
+10-second budget; at 20,000 contacts that does not bind); the run's throughput is compared
+with that, and every 429 is counted (the connector retries them, so they show as retries).
+The last line is one JSON object.
 """
 
 from __future__ import annotations

@@ -144,7 +144,11 @@ def change_engagement(source: str, count: int) -> None:
                 json={
                     "allOrNone": True,
                     "records": [
-                        {"attributes": {"type": "Lead"}, "id": crm_id, field: "Government"}
+                        {
+                            "attributes": {"type": connector.mapping.object},
+                            "id": crm_id,
+                            field: "Government",
+                        }
                         for crm_id in batch
                     ],
                 },

@@ -20,9 +20,9 @@ from prefect import Flow
 from prefect.deployments.runner import RunnerDeployment
 from prefect.schedules import Cron
 
+from connectors import SOURCES
 from flows.jobs import backfill_leads, requalify_leads, rollback_run, sync_leads
 
-SOURCES = ("salesforce", "hubspot")
 LABELS = {"salesforce": "Salesforce", "hubspot": "HubSpot"}
 TIMEZONE = "UTC"
 EVERY_15_MINUTES = "*/15 * * * *"

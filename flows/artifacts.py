@@ -6,13 +6,10 @@ from __future__ import annotations
 import pandas as pd
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from connectors import ApiUsage
 from flows.pipeline import RunReport
 
 
-def publish(
-    report: RunReport, source: str, kind: str, usage: ApiUsage, dry_run: bool, note: str = ""
-) -> str:
+def publish(report: RunReport, source: str, kind: str, dry_run: bool, note: str = "") -> str:
     """Create the run's artifacts; returns the summary markdown."""
     prefix = f"{source}-{kind}"
     keys = {
@@ -40,7 +37,7 @@ def publish(
         table=report.failures or [{"crm_id": "none"}],
         description=f"{source} {kind}: records the CRM refused (first 200); retried next run",
     )
-    summary = _summary(report, source, kind, usage, dry_run, keys, note)
+    summary = _summary(report, source, kind, dry_run, keys, note)
     create_markdown_artifact(
         key=f"{prefix}-summary", markdown=summary, description=f"{source} {kind}: what this run did"
     )
@@ -51,11 +48,11 @@ def _summary(
     report: RunReport,
     source: str,
     kind: str,
-    usage: ApiUsage,
     dry_run: bool,
     keys: dict[str, str],
     note: str,
 ) -> str:
+    usage = report.usage
     left = "unknown" if usage.remaining is None else f"{usage.remaining:,} of {usage.limit:,}"
     rows = [
         ("read", report.read),
@@ -85,7 +82,7 @@ def _summary(
             "|---|---|---|---|",
         ]
         lines += [
-            f"| {e['crm_id']} | {_show(e['from'])} | {_show(e['to'])} | {e['reason']} |"
+            f"| {e['crm_id']} | {show_status(e['from'])} | {show_status(e['to'])} | {e['reason']} |"
             for e in report.examples
         ]
         lines.append("")
@@ -99,12 +96,13 @@ def _records(frame: pd.DataFrame) -> list[dict]:
     if frame.empty:
         return [{"from": "none", "to": "none", "leads": 0}]
     return [
-        {"from": _show(row["from"]), "to": _show(row["to"]), "leads": int(row["leads"])}
+        {"from": show_status(row["from"]), "to": show_status(row["to"]), "leads": int(row["leads"])}
         for row in frame.to_dict("records")
     ]
 
 
-def _show(status) -> str:
+def show_status(status) -> str:
+    """A qualification status for people to read; no status reads as (none)."""
     return (
         "(none)" if status is None or (not isinstance(status, str) and pd.isna(status)) else status
     )

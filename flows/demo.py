@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from connectors import SOURCES
+from flows.artifacts import show_status
 from flows.pipeline import RunReport
 from sandbox.run import Sandbox, SandboxConfig
 
 DEMO_DIR = Path(".leadsync/demo")
-SOURCES = ("salesforce", "hubspot")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -74,7 +75,7 @@ def _row(run: str, state) -> dict:
     if not isinstance(report, RunReport):
         raise RuntimeError(f"{run} ended without a report: {state.message}")
     moves = ", ".join(
-        f"{_name(t['from'])} -> {_name(t['to'])}: {int(t['leads'])}"
+        f"{show_status(t['from'])} -> {show_status(t['to'])}: {int(t['leads'])}"
         for t in report.transitions.sort_values("leads", ascending=False).head(4).to_dict("records")
     )
     return {
@@ -90,10 +91,6 @@ def _row(run: str, state) -> dict:
 
 def _table(rows: list[dict]) -> str:
     return pd.DataFrame(rows).drop(columns="moves").set_index("run").to_string()
-
-
-def _name(status) -> str:
-    return status if isinstance(status, str) else "(none)"
 
 
 if __name__ == "__main__":

@@ -1,10 +1,11 @@
-"""Chunks of leads through the job: read, validate, score, plan, guard, write, record.
+"""Leads through the job: read, validate, score, plan, guard, write, record.
 
-Every flow streams chunks (an API page, or a Bulk API results page) through
-`Pipeline.process_all`; the tasks are chunk-sized, never one per lead. The stages overlap, as
-the CRM's limits, not the CPU, bound the job: the next chunk is read while one is scored, and
-a chunk's writes go on while the next ones are read and scored. Scoring runs on the flow's task
-runner (threads, or Dask); writes stay in the flow's process, where the connector paces them.
+Sync, backfill and requalify stream a CRM's pages through `Pipeline.process_all`, which
+combines them into chunks (`chunks_of`); the tasks are chunk-sized, never one per lead. The
+stages overlap, as the CRM's limits, not the CPU, bound the job: the next chunk is read while
+one is scored, and a chunk's writes go on while the next ones are read and scored. Scoring
+runs on the flow's task runner (threads, or Dask); writes stay in the flow's process, where
+the connector paces them.
 `RunReport` accumulates what on-call and RevOps read afterwards.
 """
 
@@ -75,11 +76,13 @@ class RunReport:
             merged = pd.concat([self.transitions, moves]).groupby(["from", "to"], dropna=False)
             self.transitions = merged["leads"].sum().reset_index()
         status_changes = plan.changes[plan.changes["field"] == "status"]
+        reasons = pd.Series(scored["reason"].astype(str).to_numpy(), index=chunk["crm_id"])
         for (old, new), rows in status_changes.groupby(["old", "new"], dropna=False):
             have = sum(1 for e in self.examples if (e["from"], e["to"]) == (old, new))
             for crm_id in rows["crm_id"].head(max(0, EXAMPLES_PER_TRANSITION - have)):
-                reason = scored.loc[chunk["crm_id"] == crm_id, "reason"].astype(str).iloc[0]
-                self.examples.append({"crm_id": crm_id, "from": old, "to": new, "reason": reason})
+                self.examples.append(
+                    {"crm_id": crm_id, "from": old, "to": new, "reason": reasons[crm_id]}
+                )
         banded = pd.cut(scored["score"], SCORE_BANDS, labels=SCORE_LABELS).value_counts()
         self.scores = self.scores.add(banded.reindex(SCORE_LABELS, fill_value=0), fill_value=0)
 
@@ -121,7 +124,8 @@ def write_updates(
     connector: Connector, updates: pd.DataFrame, read: pd.DataFrame, label: str, recheck: bool
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Write `updates`. With `recheck` (the chunk was read a while ago), first re-read the
-    leads and skip those modified since `read`, so a rep's edit mid-run is never overwritten.
+    leads and skip those modified since `read`, so a rep's edit while the chunk waited is not
+    overwritten.
     Returns the write report and the skipped leads with why."""
     if not recheck:
         return connector.write(updates), _no_skips()
@@ -403,11 +407,5 @@ def _no_skips() -> pd.DataFrame:
 def _sample(quarantined: pd.DataFrame, room: int) -> list[dict]:
     if room <= 0 or quarantined.empty:
         return []
-    columns = ["crm_id", "email", "company", REASON_COLUMN]
-    return (
-        quarantined[columns]
-        .head(room)
-        .astype(object)
-        .where(quarantined[columns].head(room).notna(), None)
-        .to_dict("records")
-    )
+    sample = quarantined[["crm_id", "email", "company", REASON_COLUMN]].head(room)
+    return sample.astype(object).where(sample.notna(), None).to_dict("records")

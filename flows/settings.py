@@ -40,7 +40,7 @@ class JobSettings(BaseSettings):
         default=30.0,
         ge=0,
         description="re-read a chunk's leads before writing when it was read longer ago than "
-        "this, so a person's edit in between is never overwritten",
+        "this, so a person's edit while it waited is not overwritten",
     )
 
 

@@ -241,8 +241,7 @@ def _handler_for(api: Api, faults: Faults, in_flight: InFlight) -> type[BaseHTTP
                 self.send_header(name, value)
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(payload)
+            self.wfile.write(payload)
 
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
             pass  # tokens travel in headers; the sandbox never logs requests

@@ -4,6 +4,7 @@ that tells clients how to connect."""
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import tempfile
 from dataclasses import dataclass, field, replace
@@ -115,8 +116,7 @@ class Sandbox:
 
     def write_info(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.info, indent=2) + "\n")
-        path.chmod(0o600)  # it holds the sandbox's tokens
+        _write_secret(path, json.dumps(self.info, indent=2) + "\n")
 
     def _database(self, filename: str) -> Database:
         database = Database(self.directory / filename if self.config.data_dir else None)
@@ -141,6 +141,14 @@ def _tokens(directory: Path | None) -> dict[str, str]:
         "hubspot": "pat-sandbox-" + secrets.token_urlsafe(24),
     }
     if path is not None:
-        path.write_text(json.dumps(tokens))
-        path.chmod(0o600)
+        _write_secret(path, json.dumps(tokens))
     return tokens
+
+
+def _write_secret(path: Path, text: str) -> None:
+    """Only its owner can read it, and readers see the whole file or none (clients wait for the
+    info file to appear)."""
+    partial = path.with_name(path.name + ".partial")
+    partial.touch(mode=0o600)
+    partial.write_text(text)
+    os.replace(partial, path)

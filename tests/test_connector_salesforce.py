@@ -227,6 +227,7 @@ def test_collection_writes_go_out_concurrently_and_report_in_input_order(start_s
     )
     leads = pd.concat(connector.read_modified(NOW - pd.Timedelta(days=3650), NOW))
     updates = leads[["crm_id"]].assign(score=range(len(leads)), reason="concurrent")
+    sandbox.salesforce_server.in_flight.peak = 0  # count the writes' concurrency only
     report = connector.write(updates)
     assert report["crm_id"].tolist() == updates["crm_id"].tolist()
     assert report["success"].all()
@@ -256,3 +257,19 @@ def test_large_backfills_read_and_write_through_bulk_api_jobs(start_sandbox):
     assert report["success"].tolist() == [False] + [True] * (len(updates) - 1)
     assert bulk.usage().writes == 6  # create, upload, close, status, job info, failed results
     assert (rest.read_by_ids(updates["crm_id"][1:])["score"] == 7.0).all()
+
+
+def test_a_bulk_job_that_fails_as_a_whole_fails_its_records_not_the_run(start_sandbox):
+    sandbox = start_sandbox(leads=30)
+    default = load_mapping(DEFAULT_MAPPING)
+    unknown_field = default.model_copy(update={"write": {**default.write, "reason": "Nope__c"}})
+    connector = SalesforceConnector(
+        make_connector(sandbox).client,
+        unknown_field,
+        settings=ConnectorSettings(salesforce_bulk_threshold=10),
+    )
+    ids = pd.concat(connector.read_modified(NOW - pd.Timedelta(days=3650), NOW))["crm_id"]
+    report = connector.write(pd.DataFrame({"crm_id": ids, "reason": "x"}))
+    assert report["crm_id"].tolist() == ids.tolist()
+    assert not report["success"].any()
+    assert report["error"].str.startswith("Bulk API job failed").all()

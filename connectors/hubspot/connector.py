@@ -2,7 +2,8 @@
 
 HubSpot search reaches at most 10,000 results per query, and paging by offset over a search
 whose matches change under it (every write moves a lead's modification time) skips leads. So
-search reads page by key: in id order, each request asking for ids above the last one seen.
+search reads page by key, in id order: one cursor up from the lowest id, one down from the
+highest, each request asking only for ids between what the two have read so far.
 Calls are paced under the portal's per-10-second and per-second search budgets.
 """
 
@@ -280,8 +281,9 @@ class HubSpotConnector:
             up = fetcher.submit(self._search_page, groups, low, high, "ASCENDING")
             down: Future | None = None  # until the first page tells how many there are
             while up is not None:
-                rising = up.result()["results"]
-                remaining = up.result()["total"] - len(rising)
+                page = up.result()
+                rising = page["results"]
+                remaining = page["total"] - len(rising)
                 falling = []
                 if down is not None:
                     top = int(rising[-1]["id"]) if rising else -1
@@ -312,7 +314,6 @@ class HubSpotConnector:
             ID_PROPERTY,
             self._properties,
             SEARCH_PAGE,
-            None,
             direction,
         )
         return self._call(lambda: self._search(body), "read")
@@ -388,10 +389,6 @@ def _retry_after(error: ContactsApiException | PropertiesApiException) -> float 
         return float(value) if value is not None else None
     except ValueError:
         return None
-
-
-def _next_after(page: dict) -> str | None:
-    return (page.get("paging") or {}).get("next", {}).get("after")
 
 
 def _errors_by_id(ids: list[str], response: dict) -> list[str | None]:

@@ -29,18 +29,15 @@ def search_body(
     sort_property: str,
     properties: Sequence[str],
     limit: int,
-    after: str | None,
     direction: str = "ASCENDING",
 ) -> dict:
-    body = {
+    """A search request; it never pages by offset (`after`), only by id bounds in filters."""
+    return {
         "filterGroups": list(groups),
         "sorts": [{"propertyName": sort_property, "direction": direction}],
         "properties": list(properties),
         "limit": limit,
     }
-    if after is not None:
-        body["after"] = after
-    return body
 
 
 def to_frame(contacts: Sequence[dict], mapping: FieldMapping) -> pd.DataFrame:

@@ -14,6 +14,7 @@ from simple_salesforce.exceptions import (
     SalesforceError,
     SalesforceExpiredSession,
     SalesforceGeneralError,
+    SalesforceOperationError,
     SalesforceRefusedRequest,
 )
 
@@ -122,7 +123,6 @@ class SalesforceConnector:
         """Every lead: through a Bulk API 2.0 query job when there are at least the bulk
         threshold of them (a handful of calls instead of one per 2,000), else REST pages."""
         soql = records.select_all(self.mapping)
-        # (checked first so that no count is asked for when bulk is off)
         if self.settings.salesforce_bulk and self._bulk_worth_it(self._lead_count()):
             return self._bulk_pages(soql)
         return self._pages(soql)
@@ -150,7 +150,8 @@ class SalesforceConnector:
             ids = updates["crm_id"].astype(str).tolist()
             try:
                 errors = self._call(lambda: bulk.update(self.client, updates, self.mapping))
-            except SalesforceError as error:  # the job failed as a whole: every record did
+            except (SalesforceError, SalesforceOperationError, Transient) as error:
+                # the job failed as a whole, or could not be finished: so did every record
                 errors = [f"Bulk API job failed: {error}"[:500]] * len(ids)
             return write_results(ids, errors)
         return write_in_batches(
@@ -183,6 +184,8 @@ class SalesforceConnector:
         return self._calls.usage(remaining, limit)
 
     def _bulk_worth_it(self, leads: int) -> bool:
+        """Bulk API 2.0 is on and `leads` reach its threshold (when it is off, `leads` is
+        not even evaluated by `read_all`: no count is asked for)."""
         return self.settings.salesforce_bulk and leads >= self.settings.salesforce_bulk_threshold
 
     def _lead_count(self) -> int:
@@ -190,15 +193,10 @@ class SalesforceConnector:
         return int(self._call(lambda: self.client.query(soql))["totalSize"])
 
     def _bulk_pages(self, soql: str) -> Iterator[pd.DataFrame]:
-        pages = bulk.query_frames(self.client, soql, self.mapping, BULK_PAGE)
-        while True:
-            try:
-                page = next(pages)
-            except StopIteration:
-                return
-            except Exception as error:  # noqa: BLE001 - sorted as every other call's failure
-                raise _fatal(classify(error)) from error
-            yield page
+        try:
+            yield from bulk.query_frames(self.client, soql, self.mapping, BULK_PAGE)
+        except Exception as error:  # noqa: BLE001 - sorted as every other call's failure
+            raise _fatal(classify(error)) from error
 
     def _pages(self, soql: str) -> Iterator[pd.DataFrame]:
         page = self._call(lambda: self.client.query(soql))

@@ -14,9 +14,14 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TypeVar
 
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
+
+from connectors.base import ConnectorError
+
+BlockT = TypeVar("BlockT", bound=Block)
 
 DEFAULT_SANDBOX_INFO = Path(".leadsync/sandbox/info.json")
 HUBSPOT_API = "https://api.hubapi.com"
@@ -31,7 +36,7 @@ CREDENTIAL_VARIABLES = (
 )
 
 
-class CredentialsMissing(RuntimeError):
+class CredentialsMissing(ConnectorError):
     pass
 
 
@@ -78,7 +83,7 @@ def salesforce_credentials(
     block: str | None = None, environ: Mapping[str, str] = os.environ
 ) -> SalesforceCredentials:
     if block:
-        return SalesforceCredentials.load(block)
+        return _load(SalesforceCredentials, block)
     ca_bundle = environ.get("LEADSYNC_CA_BUNDLE")
     from_env = {
         "instance_url": environ.get("SALESFORCE_INSTANCE_URL"),
@@ -107,7 +112,7 @@ def hubspot_credentials(
     block: str | None = None, environ: Mapping[str, str] = os.environ
 ) -> HubSpotCredentials:
     if block:
-        return HubSpotCredentials.load(block)
+        return _load(HubSpotCredentials, block)
     if environ.get("HUBSPOT_ACCESS_TOKEN"):
         return HubSpotCredentials(
             access_token=environ["HUBSPOT_ACCESS_TOKEN"],
@@ -120,6 +125,16 @@ def hubspot_credentials(
         base_url=info["hubspot"]["base_url"],
         ca_bundle=info["ca_cert"],
     )
+
+
+def _load(kind: type[BlockT], name: str) -> BlockT:
+    try:
+        return kind.load(name)
+    except ValueError as error:  # Prefect's answer when no such block document exists
+        raise CredentialsMissing(
+            f"No {kind.get_block_type_name()} block named {name!r} on this Prefect server "
+            f"({error}); create it in the UI (Blocks) or correct the credentials_block parameter."
+        ) from None
 
 
 def _sandbox_info(environ: Mapping[str, str]) -> dict:

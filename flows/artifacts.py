@@ -44,6 +44,25 @@ def publish(report: RunReport, source: str, kind: str, dry_run: bool, note: str 
     return summary
 
 
+def publish_failure(source: str, kind: str, message: str) -> None:
+    """What on-call sees first on a run that stopped: why, what was kept, where to go next."""
+    create_markdown_artifact(
+        key=f"{source}-{kind}-failure",
+        markdown="\n".join(
+            [
+                f"# {source} {kind} stopped",
+                "",
+                f"**{message}**",
+                "",
+                "Writes made before the stop are in the audit ledger, and records the run could "
+                "not finish are retried by the next run. Fix the cause, then rerun (Run > Quick "
+                "run on the deployment). See the on-call runbook in the README.",
+            ]
+        ),
+        description=f"{source} {kind}: why this run stopped",
+    )
+
+
 def _summary(
     report: RunReport,
     source: str,

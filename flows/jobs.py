@@ -3,6 +3,8 @@ work is in connectors/, the scoring in scoring/, the contract in expectations/."
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime, timedelta
@@ -17,9 +19,10 @@ from prefect.exceptions import ObjectNotFound
 from prefect.runtime import flow_run
 from prefect.states import Completed, Failed, State
 
-from connectors import Connector, connector_for
+from connectors import Connector, ConnectorError, connector_for
+from connectors.mapping import MappingError
 from expectations.suite import LeadContract
-from flows.artifacts import publish
+from flows.artifacts import publish, publish_failure
 from flows.ledger import Ledger, as_text
 from flows.pipeline import Pipeline, RunReport
 from flows.settings import task_runner
@@ -40,7 +43,32 @@ def _run_name(kind: str) -> Callable[[], str]:
     return name
 
 
+def _stops_clearly(kind: str) -> Callable[[Callable[..., State]], Callable[..., State]]:
+    """A CRM or set-up problem that retrying will not fix (refused credentials, a spent daily
+    limit, a missing field) ends the run Failed with its explanation as the state message, one
+    log line and a failure artifact, instead of a traceback. Anything else still raises."""
+
+    def decorate(function: Callable[..., State]) -> Callable[..., State]:
+        signature = inspect.signature(function)
+
+        @functools.wraps(function)
+        def run(*args, **kwargs) -> State:
+            try:
+                return function(*args, **kwargs)
+            except (ConnectorError, MappingError) as error:
+                source = signature.bind(*args, **kwargs).arguments.get("source", "salesforce")
+                message = f"The {source} {kind} stopped: {error}"
+                get_run_logger().error("%s", message)
+                publish_failure(source, kind, message)
+                return Failed(message=message)
+
+        return run
+
+    return decorate
+
+
 @flow(name="sync-leads", task_runner=task_runner(), flow_run_name=_run_name("sync"))
+@_stops_clearly("sync")
 def sync_leads(
     source: Source = "salesforce",
     as_of: datetime | None = None,
@@ -84,6 +112,7 @@ def sync_leads(
 
 
 @flow(name="backfill-leads", task_runner=task_runner(), flow_run_name=_run_name("backfill"))
+@_stops_clearly("backfill")
 def backfill_leads(
     source: Source = "salesforce",
     start: datetime | None = None,
@@ -174,6 +203,7 @@ def _backfill_windows(
 
 
 @flow(name="requalify-leads", task_runner=task_runner(), flow_run_name=_run_name("requalify"))
+@_stops_clearly("requalify")
 def requalify_leads(
     source: Source = "salesforce",
     as_of: datetime | None = None,
@@ -216,6 +246,7 @@ def requalify_leads(
         f"{flow_run.parameters['source']}-rollback-{flow_run.parameters['run_id'][:8]}"
     ),
 )
+@_stops_clearly("rollback")
 def rollback_run(
     source: Source,
     run_id: str,

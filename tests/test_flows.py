@@ -6,6 +6,7 @@ import math
 
 import pandas as pd
 import pytest
+from prefect.artifacts import Artifact
 from prefect.testing.utilities import prefect_test_harness
 
 from connectors import connector_for
@@ -223,6 +224,27 @@ def test_credentials_from_a_prefect_block(crm, monkeypatch):
     )
     assert state.is_completed(), state.message
     assert report_of(state).read == 300
+
+
+def test_refused_credentials_fail_the_run_with_the_reason_not_a_traceback(crm, caplog):
+    from connectors.credentials import HubSpotCredentials
+
+    sandbox = crm()
+    HubSpotCredentials.register_type_and_schema()
+    HubSpotCredentials(
+        access_token="pat-revoked",
+        base_url=sandbox.info["hubspot"]["base_url"],
+        ca_bundle=sandbox.info["ca_cert"],
+    ).save("revoked-hubspot", overwrite=True)
+    refused = sync_leads(source="hubspot", credentials_block="revoked-hubspot", return_state=True)
+    assert refused.is_failed()
+    assert refused.message.startswith("The hubspot sync stopped: HubSpot refused the access token")
+    assert refused.message in Artifact.get("hubspot-sync-failure").data
+    assert "Traceback" not in caplog.text
+
+    missing = backfill_leads(source="salesforce", credentials_block="nope", return_state=True)
+    assert missing.is_failed()
+    assert "No leadsync Salesforce block named 'nope'" in missing.message
 
 
 def test_writes_made_before_a_fatal_stop_are_recorded_and_owed_leads_retried(crm):

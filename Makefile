@@ -21,7 +21,9 @@ $(INSTALLED): pyproject.toml constraints.txt
 demo: $(INSTALLED)
 	PREFECT_LOGGING_LEVEL=WARNING $(BIN)/python -m flows.demo
 
+# Debian's PostgreSQL and Chromium, for the operations tests (skipped where they cannot be had).
 test: $(INSTALLED)
+	.ci/install-system-packages
 	$(BIN)/python -m pytest
 
 # Re-resolve the newest allowed versions into constraints.txt (run by a developer, then commit).

@@ -7,6 +7,10 @@ State lives in the checkout: the server's database in .prefect/, the sandbox dat
 and the server log in .leadsync/.
 
 list: print each deployment with its schedule and parameters (no server needed).
+
+notify: on the Prefect server of PREFECT_API_URL, create the automation that tells on-call when a
+run of these deployments fails, crashes or is late, sending to a webhook URL or through a
+notification block made in the UI (deployments/notifications.py).
 """
 
 from __future__ import annotations
@@ -40,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "list":
         return list_deployments()
+    if args.command == "notify":
+        return notify(args.webhook_url, args.block)
     return serve(args.sandbox, args.leads, args.port)
 
 
@@ -138,6 +144,16 @@ def _stop(server: subprocess.Popen) -> None:
         server.wait()
 
 
+def notify(webhook_url: str | None, block: str | None) -> int:
+    from deployments.notifications import named_block, notify_on_call, webhook_block
+
+    block_id = webhook_block(webhook_url) if webhook_url else named_block(block)
+    automation = notify_on_call(block_id)
+    print(f"Automation {automation.name!r} ({automation.id}): notifies on failed, crashed and late")
+    print("runs of deployments tagged 'leadsync'. See it under Automations in the Prefect UI.")
+    return 0
+
+
 def list_deployments() -> int:
     from deployments.definitions import SPECS, TIMEZONE, VERSION
 
@@ -196,6 +212,14 @@ def _parser() -> argparse.ArgumentParser:
         help="port of the Prefect server and UI on 127.0.0.1 (default 4200)",
     )
     commands.add_parser("list", help="print each deployment, its schedule and parameters")
+    notify_ = commands.add_parser(
+        "notify", help="notify on-call of failed, crashed and late runs (PREFECT_API_URL's server)"
+    )
+    target = notify_.add_mutually_exclusive_group(required=True)
+    target.add_argument("--webhook-url", help="post each message to this webhook (JSON 'text')")
+    target.add_argument(
+        "--block", help="send through this notification block instead (e.g. slack-webhook/on-call)"
+    )
     return parser
 
 

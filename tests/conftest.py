@@ -38,3 +38,12 @@ def trusted_session():
         return session
 
     return make
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster():
+    """Debian's PostgreSQL on a free loopback port, once per test session (tests/stack.py)."""
+    from tests.stack import postgres
+
+    with postgres() as cluster:
+        yield cluster

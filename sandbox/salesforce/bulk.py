@@ -455,7 +455,11 @@ def _write_row(
         )
         return WriteResult(None, (error,))
     # Bulk API 2.0: an empty value leaves the field as it is; #N/A sets it to null.
-    values = {name: None if text == NULL else text for name, text in zip(header, row) if text}
+    values = {
+        name: None if text == NULL else text
+        for name, text in zip(header, row, strict=False)
+        if text
+    }
     return write(connection, values)
 
 

@@ -26,7 +26,7 @@ from flows.artifacts import publish, publish_failure
 from flows.ledger import Ledger, as_text
 from flows.pipeline import Pipeline, RunReport
 from flows.settings import task_runner
-from scoring import DEFAULT_RULES_PATH, load_rules
+from scoring import DEFAULT_RULES_PATH, RulesError, load_rules
 
 Source = Literal["salesforce", "hubspot"]
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -45,8 +45,9 @@ def _run_name(kind: str) -> Callable[[], str]:
 
 def _stops_clearly(kind: str) -> Callable[[Callable[..., State]], Callable[..., State]]:
     """A CRM or set-up problem that retrying will not fix (refused credentials, a spent daily
-    limit, a missing field) ends the run Failed with its explanation as the state message, one
-    log line and a failure artifact, instead of a traceback. Anything else still raises."""
+    limit, a missing field, an invalid rules file) ends the run Failed with its explanation as
+    the state message, one log line and a failure artifact, instead of a traceback. Anything
+    else still raises."""
 
     def decorate(function: Callable[..., State]) -> Callable[..., State]:
         signature = inspect.signature(function)
@@ -55,7 +56,7 @@ def _stops_clearly(kind: str) -> Callable[[Callable[..., State]], Callable[..., 
         def run(*args, **kwargs) -> State:
             try:
                 return function(*args, **kwargs)
-            except (ConnectorError, MappingError) as error:
+            except (ConnectorError, MappingError, RulesError) as error:
                 source = signature.bind(*args, **kwargs).arguments.get("source", "salesforce")
                 message = f"The {source} {kind} stopped: {error}"
                 get_run_logger().error("%s", message)

@@ -121,6 +121,11 @@ class Ledger:
                 ],
             )
 
+    def reset_watermark(self, source: str) -> None:
+        """Forget where a source's sync got to: its next sync reads every lead."""
+        with self.engine.begin() as connection:
+            connection.execute(delete(watermarks).where(watermarks.c.source == source))
+
     def owed(self, source: str) -> list[str]:
         """Records a previous run could not finish (failed or skipped writes): retried next run."""
         with self.engine.connect() as connection:

@@ -246,6 +246,9 @@ def test_refused_credentials_fail_the_run_with_the_reason_not_a_traceback(crm, c
     assert missing.is_failed()
     assert "No leadsync Salesforce block named 'nope'" in missing.message
 
+    bad_rules = sync_leads(source="salesforce", rules_path="/nonexistent.yaml", return_state=True)
+    assert bad_rules.is_failed() and "/nonexistent.yaml" in bad_rules.message
+
 
 def test_writes_made_before_a_fatal_stop_are_recorded_and_owed_leads_retried(crm):
     # describe, one page read, then 2 of the 3 collection writes fit the daily limit

@@ -50,6 +50,8 @@ def test_watermarks_keep_their_instant_and_are_replaced(ledger):
     assert ledger.watermark("salesforce") == first + timedelta(minutes=15)
     assert ledger.watermark("salesforce").utcoffset() == timedelta(0)
     assert ledger.watermark("hubspot") is None
+    ledger.reset_watermark("salesforce")
+    assert ledger.watermark("salesforce") is None
 
 
 def test_owed_records_are_kept_per_source_until_settled(ledger):

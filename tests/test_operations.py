@@ -247,6 +247,7 @@ def test_a_refused_token_fails_with_its_reason_in_the_ui_and_tells_on_call(stack
 
     message = stack.webhook.wait_for(flow_run.name, "Failed")["text"]
     assert "Flow: sync-leads" in message and "CRM: hubspot" in message and reason in message
+    assert f"Run: {stack.server.ui_url}/runs/flow-run/{flow_run.id}" in message
 
     failure = artifacts_of(flow_run.id)["hubspot-sync-failure"]
     with chromium() as browser:
@@ -266,24 +267,49 @@ def test_a_refused_token_fails_with_its_reason_in_the_ui_and_tells_on_call(stack
         assert "hubspot sync stopped" in artifact and "on-call runbook" in artifact
 
 
-def test_late_and_crashed_runs_tell_on_call(stack):
+def held_run(deployment: str, due_in: timedelta) -> FlowRun:
+    """A run of `deployment` on the paused queue, which no worker takes."""
     with get_client(sync_client=True) as client:
+        return client.create_flow_run_from_deployment(
+            client.read_deployment_by_name(deployment).id,
+            state=Scheduled(scheduled_time=datetime.now(UTC) + due_in),
+            work_queue_name=HELD_QUEUE,
+        )
 
-        def held_run(deployment: str) -> FlowRun:
-            return client.create_flow_run_from_deployment(
-                client.read_deployment_by_name(deployment).id,
-                state=Scheduled(scheduled_time=datetime.now(UTC) - timedelta(minutes=1)),
-                work_queue_name=HELD_QUEUE,
-            )
 
-        late = held_run("requalify-leads/hubspot-requalify")
-        message = stack.webhook.wait_for(late.name, "is Late")["text"]
-        assert "Flow: requalify-leads" in message and "CRM: hubspot" in message
-        assert f"no worker is taking runs from work pool {POOL}" in message
+def crash(flow_run: FlowRun, why: str) -> None:
+    """What the server records when a run's process dies."""
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(flow_run.id, Crashed(message=why), force=True)
 
-        crashed = held_run("backfill-leads/salesforce-backfill")
-        why = "Flow run infrastructure exited with non-zero status code -9."
-        client.set_flow_run_state(crashed.id, Crashed(message=why), force=True)
-        message = stack.webhook.wait_for(crashed.name, "is Crashed")["text"]
-        assert "Flow: backfill-leads" in message and "CRM: salesforce" in message
-        assert why in message
+
+def test_late_and_crashed_runs_tell_on_call(stack):
+    late = held_run("requalify-leads/hubspot-requalify", due_in=-timedelta(minutes=1))
+    message = stack.webhook.wait_for(late.name, "is Late")["text"]
+    assert "Flow: requalify-leads" in message and "CRM: hubspot" in message
+    assert f"no worker is taking runs from work pool {POOL}" in message
+
+    crashed = held_run("backfill-leads/salesforce-backfill", due_in=timedelta(hours=1))
+    why = "Flow run infrastructure exited with non-zero status code -9."
+    crash(crashed, why)
+    message = stack.webhook.wait_for(crashed.name, "is Crashed")["text"]
+    assert "Flow: backfill-leads" in message and "CRM: salesforce" in message and why in message
+
+
+def test_on_call_can_be_told_through_a_notification_block_made_in_the_ui(stack):
+    from prefect.blocks.notifications import CustomWebhookNotificationBlock
+
+    CustomWebhookNotificationBlock(
+        name="chat", url=stack.webhook.url, json_data={"text": "via chat: {{subject}} {{body}}"}
+    ).save("chat", overwrite=True)
+    subprocess.run(
+        [sys.executable, "-m", "deployments", "notify", "--block", "custom-webhook/chat"],
+        env=stack.server.env,
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+    crashed = held_run("sync-leads/salesforce-sync", due_in=timedelta(hours=1))
+    crash(crashed, "host lost")
+    message = stack.webhook.wait_for("via chat:", crashed.name, "is Crashed")["text"]
+    assert "CRM: salesforce" in message and "host lost" in message

@@ -407,5 +407,7 @@ def _no_skips() -> pd.DataFrame:
 def _sample(quarantined: pd.DataFrame, room: int) -> list[dict]:
     if room <= 0 or quarantined.empty:
         return []
-    sample = quarantined[["crm_id", "email", "company", REASON_COLUMN]].head(room)
+    # The reason next to the id: the artifact's table is wider than the screen.
+    sample = quarantined[["crm_id", REASON_COLUMN, "email", "company"]].head(room)
+    sample = sample.rename(columns={REASON_COLUMN: "reason"})
     return sample.astype(object).where(sample.notna(), None).to_dict("records")

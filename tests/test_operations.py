@@ -236,6 +236,7 @@ def test_the_flow_run_page_shows_on_call_the_run_and_its_artifacts(stack, synced
             browser, f"{ui}/artifacts/artifact/{keys['hubspot-sync-quarantine']}", "reason",
             "quarantine.png",
         ).inner_text("body")  # fmt: skip
+        assert "crm_id\treason" in quarantine  # the reason beside the id, on screen
         assert quarantined.iloc[0] in quarantine
 
 

@@ -16,6 +16,8 @@ from typing import Literal, Protocol, runtime_checkable
 
 import pandas as pd
 
+from connectors.mapping import FieldMapping
+
 
 class ConnectorError(RuntimeError):
     """A CRM problem that retrying will not fix: the run must stop and say why."""
@@ -93,6 +95,7 @@ class Connector(Protocol):
     source: str  # "salesforce" or "hubspot"
     page_size: int  # records per read call, the largest the API allows
     write_batch_size: int  # records per write call, the largest the API allows
+    mapping: FieldMapping  # which CRM field holds each canonical column
 
     def check_fields(self) -> None:
         """Raise MissingFields unless every mapped field exists in the CRM."""

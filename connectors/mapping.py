@@ -30,6 +30,14 @@ class FieldMapping(BaseModel):
     closed_statuses: list[str] = Field(
         default_factory=list, description="CRM statuses that end qualification (not requalified)"
     )
+    converted_values: list[str] = Field(
+        default_factory=list,
+        description="values of the `converted` field that mean converted (empty: it is a boolean)",
+    )
+    unworked_statuses: list[str] = Field(
+        default_factory=list,
+        description="CRM statuses of a lead sales has not worked yet (an empty status counts too)",
+    )
 
     @model_validator(mode="after")
     def _known_columns(self) -> FieldMapping:

@@ -22,11 +22,13 @@ from prefect.schedules import Cron
 
 from connectors import SOURCES
 from flows.jobs import backfill_leads, requalify_leads, rollback_run, sync_leads
+from flows.review import review_criteria
 
 LABELS = {"salesforce": "Salesforce", "hubspot": "HubSpot"}
 TIMEZONE = "UTC"
 EVERY_15_MINUTES = "*/15 * * * *"
 DAILY_AT_3 = "0 3 * * *"
+MONTHLY_ON_THE_1ST_AT_6 = "0 6 1 * *"
 VERSION = version("leadsync")
 
 
@@ -91,8 +93,21 @@ def _backfill(source: str) -> Spec:
     )
 
 
+def _review(source: str) -> Spec:
+    return Spec(
+        f"{source}-review",
+        review_criteria,
+        f"Criteria review of the {LABELS[source]} leads: conversion by score band, status and "
+        "rules factor, Qualified leads never worked, the best threshold; with "
+        "candidate_rules_path, what that rules file would change. Writes nothing.",
+        ["leadsync", source, "review"],
+        {"source": source},
+        MONTHLY_ON_THE_1ST_AT_6,
+    )
+
+
 SPECS: list[Spec] = [
-    *(kind(source) for kind in (_sync, _requalify, _backfill) for source in SOURCES),
+    *(kind(source) for kind in (_sync, _requalify, _backfill, _review) for source in SOURCES),
     Spec(
         "rollback-run",
         rollback_run,

@@ -46,6 +46,9 @@ COLUMNS: dict[str, str] = {
     # the CRM's own lead status (e.g. "Working - Contacted"), and a lock a person can set
     "crm_status": "str",
     "status_locked": "boolean",
+    # the outcome: the lead converted (Salesforce) or reached a converted lifecycle stage
+    # (HubSpot); read for the criteria review, never written
+    "converted": "boolean",
     "modified_at": TIMESTAMP,
 }
 

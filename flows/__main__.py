@@ -1,4 +1,4 @@
-"""`python -m flows sync|backfill|requalify|rollback [options]`: run a flow from the shell.
+"""`python -m flows sync|backfill|requalify|rollback|review [options]`: run a flow from the shell.
 
 Options are the flow's parameters (the same as its deployment's), in kebab-case, with the help
 text of the flow's docstring. Connection settings come from the connectors: a credentials block,
@@ -16,12 +16,14 @@ from prefect import Flow
 from prefect.utilities.callables import parameter_schema
 
 from flows.jobs import backfill_leads, requalify_leads, rollback_run, sync_leads
+from flows.review import review_criteria
 
 COMMANDS: dict[str, Flow] = {
     "sync": sync_leads,
     "backfill": backfill_leads,
     "requalify": requalify_leads,
     "rollback": rollback_run,
+    "review": review_criteria,
 }
 
 

@@ -3,10 +3,16 @@ be compared in the UI, and a summary that links to the others."""
 
 from __future__ import annotations
 
+import base64
+
 import pandas as pd
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows.pipeline import RunReport
+from scoring import Rules
+from scoring.review import CriteriaReview, Replay, Threshold
+
+BAR_WIDTH = 20
 
 
 def publish(report: RunReport, source: str, kind: str, dry_run: bool, note: str = "") -> str:
@@ -125,3 +131,178 @@ def show_status(status) -> str:
     return (
         "(none)" if status is None or (not isinstance(status, str) and pd.isna(status)) else status
     )
+
+
+def publish_review(
+    result: CriteriaReview,
+    candidate: Replay | None,
+    source: str,
+    candidate_path: str | None,
+    rules: Rules,
+) -> str:
+    """The criteria review as one markdown artifact, its tables drawn with bars, ending with a
+    link that downloads every figure as CSV; returns the markdown."""
+    csv = review_csv(result).to_csv(index=False)
+    link = "data:text/csv;base64," + base64.b64encode(csv.encode()).decode()
+    qualified_at = rules.status.qualified_at_or_above
+    lines = [
+        f"# {source} criteria review",
+        "",
+        f"**{result.leads:,} leads** the job scored, **{result.converted:,} converted** "
+        f"({_percent(result.converted, result.leads)}). The written score ranks a converter above "
+        f"a lead that did not convert **{result.ranking:.0%}** of the time (50% is chance).",
+        "",
+        f"- **Best threshold: {result.best.score}** (Qualified now starts at {qualified_at}). "
+        + _threshold_text(result.best),
+        f"- At the current threshold, {qualified_at}: " + _threshold_text(result.current),
+        f"- **Qualified leads sales never worked: {result.unworked_qualified:,}** of "
+        f"{result.qualified:,} Qualified "
+        f"({_percent(result.unworked_qualified, result.qualified)}).",
+        "",
+        "Rates come with their 95% interval; ⚠ marks groups too small to judge.",
+        "",
+        "## Conversion by score band",
+        "",
+        *_rate_table("score", result.by_band),
+        "## Conversion by status the job wrote",
+        "",
+        *_rate_table("status", result.by_status),
+        "## Rules factors: leads with each factor against leads without",
+        "",
+        "A factor is *with* when it moved the lead's score (its typical points shown).",
+        "",
+        "| factor | points | with: leads | converted | without: leads | converted | difference "
+        "(95%) | verdict |",
+        "|---|---:|---:|---:|---:|---:|---|---|",
+        *(
+            f"| {name} | {row.points:+d} | {row.leads_with:,} | {_rate(row.rate_with)} | "
+            f"{row.leads_without:,} | {_rate(row.rate_without)} | "
+            f"{_points(row.difference)} ({_points(row.low)} to {_points(row.high)}) | "
+            f"{'⚠ ' if row.small else ''}{row.verdict} |"
+            for name, row in result.factors.iterrows()
+        ),
+        "",
+        "## Mean sub-scores",
+        "",
+        "| | " + " | ".join(result.subscores.columns) + " |",
+        "|---|" + "---:|" * len(result.subscores.columns),
+        *(
+            f"| {name} | " + " | ".join(f"{value:g}" for value in row) + " |"
+            for name, row in result.subscores.iterrows()
+        ),
+        "",
+    ]
+    if candidate is not None:
+        lines += _replay_lines(result, candidate, candidate_path, qualified_at)
+    lines += [f"[Download every figure as CSV]({link})", ""]
+    markdown = "\n".join(lines)
+    create_markdown_artifact(
+        key=f"{source}-criteria-review",
+        markdown=markdown,
+        description=f"{source}: does the score predict conversion"
+        + (", and what the candidate rules would change" if candidate else ""),
+    )
+    return markdown
+
+
+def review_csv(result: CriteriaReview) -> pd.DataFrame:
+    """Every rate of the review in one tidy table: section, group, counts, rate, interval."""
+    columns = ["leads", "converted", "rate", "low", "high", "small"]
+    factors = result.factors.rename(
+        columns={"leads_with": "leads", "converted_with": "converted", "rate_with": "rate"}
+    )
+    return (
+        pd.concat(
+            [
+                result.by_band[columns].assign(section="score band"),
+                result.by_status[columns].assign(section="status"),
+                factors.assign(section="factor")[
+                    [
+                        *columns[:3],
+                        "leads_without",
+                        "converted_without",
+                        "rate_without",
+                        "difference",
+                        "low",
+                        "high",
+                        "small",
+                        "points",
+                        "verdict",
+                        "section",
+                    ]
+                ],
+            ]
+        )
+        .rename_axis("group")
+        .reset_index()
+        .set_index("section")
+        .reset_index()
+    )
+
+
+def _replay_lines(
+    result: CriteriaReview, candidate: Replay, path: str | None, qualified_at: int
+) -> list[str]:
+    matrix = candidate.transitions
+    total = int(matrix.to_numpy().sum())
+    moved = total - int(matrix.to_numpy().trace())  # same statuses in rows and columns
+    return [
+        f"## Candidate rules `{path}`: a replay, nothing written",
+        "",
+        f"- **{moved:,} of {total:,} leads would change status.**",
+        f"- Ranks converters first {candidate.ranking:.0%} of the time "
+        f"(the current scores: {result.ranking:.0%}).",
+        f"- Converters it would make Qualified: **{candidate.converters_qualified_candidate:,}** "
+        f"(Qualified now: {candidate.converters_qualified_now:,} of {result.converted:,}).",
+        f"- Its best threshold: {candidate.best.score}. " + _threshold_text(candidate.best),
+        "",
+        "Statuses now (rows) and under the candidate (columns):",
+        "",
+        "| now \\ candidate | " + " | ".join(matrix.columns) + " |",
+        "|---|" + "---:|" * len(matrix.columns),
+        *(
+            f"| {status} | " + " | ".join(f"{int(count):,}" for count in row) + " |"
+            for status, row in matrix.iterrows()
+        ),
+        "",
+    ]
+
+
+def _rate_table(label: str, table: pd.DataFrame) -> list[str]:
+    top = table["rate"].max()
+    return [
+        f"| {label} | leads | converted | rate | 95% interval | |",
+        "|---|---:|---:|---:|---|---|",
+        *(
+            f"| {group} | {row.leads:,} | {row.converted:,} | {_rate(row.rate)} | "
+            f"{_rate(row.low)} to {_rate(row.high)} | "
+            + ("⚠ too few leads" if row.small else "█" * round(BAR_WIDTH * (row.rate or 0) / top))
+            + " |"
+            for group, row in table.iterrows()
+            if row.leads
+        ),
+        "",
+    ]
+
+
+def _threshold_text(threshold: Threshold) -> str:
+    return (
+        f"At or above it: {threshold.converters_above:,} of {threshold.converters:,} converters "
+        f"({_percent(threshold.converters_above, threshold.converters)}) and "
+        f"{threshold.others_above:,} of {threshold.others:,} others "
+        f"({_percent(threshold.others_above, threshold.others)}); "
+        f"{_rate(threshold.rate_above)} of them converted."
+    )
+
+
+def _percent(part: int, whole: int) -> str:
+    return f"{part / whole:.1%}" if whole else "n/a"
+
+
+def _rate(rate: float) -> str:
+    return "n/a" if pd.isna(rate) else f"{rate:.1%}"
+
+
+def _points(difference: float) -> str:
+    """A difference of two rates, in percentage points."""
+    return "n/a" if pd.isna(difference) else f"{100 * difference:+.1f} pts"

@@ -33,7 +33,7 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 WRITE_SLOT_TIMEOUT_SECONDS = 3600
 
 
-def _run_name(kind: str) -> Callable[[], str]:
+def run_name(kind: str) -> Callable[[], str]:
     def name() -> str:
         parameters = flow_run.parameters
         as_of = parameters.get("as_of") or flow_run.scheduled_start_time or datetime.now(UTC)
@@ -43,7 +43,7 @@ def _run_name(kind: str) -> Callable[[], str]:
     return name
 
 
-def _stops_clearly(kind: str) -> Callable[[Callable[..., State]], Callable[..., State]]:
+def stops_clearly(kind: str) -> Callable[[Callable[..., State]], Callable[..., State]]:
     """A CRM or set-up problem that retrying will not fix (refused credentials, a spent daily
     limit, a missing field, an invalid rules file) ends the run Failed with its explanation as
     the state message, one log line and a failure artifact, instead of a traceback. Anything
@@ -68,8 +68,8 @@ def _stops_clearly(kind: str) -> Callable[[Callable[..., State]], Callable[..., 
     return decorate
 
 
-@flow(name="sync-leads", task_runner=task_runner(), flow_run_name=_run_name("sync"))
-@_stops_clearly("sync")
+@flow(name="sync-leads", task_runner=task_runner(), flow_run_name=run_name("sync"))
+@stops_clearly("sync")
 def sync_leads(
     source: Source = "salesforce",
     as_of: datetime | None = None,
@@ -91,8 +91,8 @@ def sync_leads(
             then the sandbox).
     """
     started = datetime.now(UTC)
-    as_of, ledger = _as_of(as_of), Ledger()
-    connector = _connector(source, credentials_block)
+    as_of, ledger = as_of_or_now(as_of), Ledger()
+    connector = checked_connector(source, credentials_block)
     watermark = ledger.watermark(source)
     since = (watermark - timedelta(minutes=overlap_minutes)) if watermark else EPOCH
     logger = get_run_logger()
@@ -112,8 +112,8 @@ def sync_leads(
     return _finish(report, source, "sync", connector, dry_run)
 
 
-@flow(name="backfill-leads", task_runner=task_runner(), flow_run_name=_run_name("backfill"))
-@_stops_clearly("backfill")
+@flow(name="backfill-leads", task_runner=task_runner(), flow_run_name=run_name("backfill"))
+@stops_clearly("backfill")
 def backfill_leads(
     source: Source = "salesforce",
     start: datetime | None = None,
@@ -139,8 +139,8 @@ def backfill_leads(
         rules_path: a scoring rules file other than scoring/rules.yaml.
         credentials_block: a Prefect credentials block name.
     """
-    as_of, ledger = _as_of(as_of), Ledger()
-    connector = _connector(source, credentials_block)
+    as_of, ledger = as_of_or_now(as_of), Ledger()
+    connector = checked_connector(source, credentials_block)
     end = _utc(end) if end else as_of
     with _writing(source, dry_run):
         pipeline = _pipeline(connector, ledger, rules_path, as_of, dry_run)
@@ -203,8 +203,8 @@ def _backfill_windows(
     return pipeline.report
 
 
-@flow(name="requalify-leads", task_runner=task_runner(), flow_run_name=_run_name("requalify"))
-@_stops_clearly("requalify")
+@flow(name="requalify-leads", task_runner=task_runner(), flow_run_name=run_name("requalify"))
+@stops_clearly("requalify")
 def requalify_leads(
     source: Source = "salesforce",
     as_of: datetime | None = None,
@@ -227,8 +227,8 @@ def requalify_leads(
         rules_path: a scoring rules file other than scoring/rules.yaml.
         credentials_block: a Prefect credentials block name.
     """
-    as_of, ledger = _as_of(as_of), Ledger()
-    connector = _connector(source, credentials_block)
+    as_of, ledger = as_of_or_now(as_of), Ledger()
+    connector = checked_connector(source, credentials_block)
     with _writing(source, dry_run):
         pipeline = _pipeline(connector, ledger, rules_path, as_of, dry_run)
         report = pipeline.process_all(
@@ -247,7 +247,7 @@ def requalify_leads(
         f"{flow_run.parameters['source']}-rollback-{flow_run.parameters['run_id'][:8]}"
     ),
 )
-@_stops_clearly("rollback")
+@stops_clearly("rollback")
 def rollback_run(
     source: Source,
     run_id: str,
@@ -263,7 +263,7 @@ def rollback_run(
         credentials_block: a Prefect credentials block name.
     """
     ledger = Ledger()
-    connector = _connector(source, credentials_block)
+    connector = checked_connector(source, credentials_block)
     written = ledger.writes_of_run(run_id)
     written = written[written["source"] == source]
     logger = get_run_logger()
@@ -337,7 +337,7 @@ def _pipeline(
     )
 
 
-def _connector(source: str, block: str | None) -> Connector:
+def checked_connector(source: str, block: str | None) -> Connector:
     connector = connector_for(source, block)
     connector.check_fields()
     return connector
@@ -394,7 +394,7 @@ def _finish(
     )
 
 
-def _as_of(as_of: datetime | None) -> datetime:
+def as_of_or_now(as_of: datetime | None) -> datetime:
     return _utc(as_of) if as_of else datetime.now(UTC).replace(microsecond=0)
 
 

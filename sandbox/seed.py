@@ -41,8 +41,18 @@ STUDENT_TITLES = ["Student", "Marketing Intern", "Looking for opportunities", "G
 FREE_MAIL = ["gmail.com", "yahoo.com", "hotmail.com", "outlook.com"]
 COMPETITORS = [("RivalCRM", "rivalcrm.com"), ("LeadScorer", "leadscorer.io")]
 NEEDS = ["high", "medium", "low"]
-HUMAN_STATUSES = ["Working - Contacted", "Closed - Converted", "Closed - Not Converted"]
+WORKED_STATUSES = ["Working - Contacted", "Closed - Not Converted"]
+CONVERTED_STATUS = "Closed - Converted"
 OPEN_STATUS = "Open - Not Contacted"
+# How the odds of converting move with each kind of lead (see _sales_outcomes).
+CONVERSION_LOG_ODDS = {
+    "base": -2.2,
+    "strong_fit": 1.6,
+    "poor_fit": -1.6,
+    "hot": 1.3,
+    "cold": -1.0,
+    "noise": 0.8,
+}
 LONG_TEXT = "Überaus langer Firmenname mit sehr vielen Wörtern " * 8
 NON_LATIN = [
     "株式会社テスト商事",
@@ -59,7 +69,7 @@ class LeadMix:
     poor_fit: float = 0.25
     hot: float = 0.2
     cold: float = 0.3
-    human_owned: float = 0.1
+    human_owned: float = 0.1  # worked by sales without converting (converting is planted)
     bad: float = 0.05
     free_mail: float = 0.08
     competitor: float = 0.01
@@ -147,15 +157,49 @@ def generate_leads(
         _ascii(frame["first_name"]) + "." + _ascii(frame["last_name"]) + number + "@" + domain
     )
     _add_engagement(frame, rng, hot, cold, now)
-    frame["status"] = None
-    frame["crm_status"] = np.where(
-        rng.random(count) < mix.human_owned, _pick(rng, HUMAN_STATUSES, count), OPEN_STATUS
-    )
+    frame["crm_status"] = _sales_outcomes(rng, strong, poor, hot, cold, mix.human_owned)
+    frame["status"] = _status_when_sales_took_over(rng, frame["crm_status"], strong, poor)
     frame["status_locked"] = False
     frame["modified_at"] = now - pd.to_timedelta(rng.integers(0, 30 * 24 * 60, count), unit="min")
     _apply_negatives(frame, rng, mix)
     _spoil(frame, rng, mix.bad)
     return conform(frame)
+
+
+def _sales_outcomes(
+    rng: np.random.Generator, strong, poor, hot, cold, worked_share: float
+) -> np.ndarray:
+    """The status sales gave each lead. Whether a lead converted depends on its fit and its
+    engagement as in a real funnel, with noise: the log-odds rise with a strong fit and recent
+    engagement and fall with a poor fit and cold engagement, plus a per-lead random term. Other
+    factors (need, budget, market...) play no part beyond what they share with fit. Leads that
+    did not convert were worked by sales (`worked_share` of them) or never touched."""
+    count = len(strong)
+    log_odds = (
+        CONVERSION_LOG_ODDS["base"]
+        + CONVERSION_LOG_ODDS["strong_fit"] * strong
+        + CONVERSION_LOG_ODDS["poor_fit"] * poor
+        + CONVERSION_LOG_ODDS["hot"] * hot
+        + CONVERSION_LOG_ODDS["cold"] * cold
+        + rng.normal(0, CONVERSION_LOG_ODDS["noise"], count)
+    )
+    converted = rng.random(count) < 1 / (1 + np.exp(-log_odds))
+    worked = rng.random(count) < worked_share
+    return np.where(
+        converted,
+        CONVERTED_STATUS,
+        np.where(worked, _pick(rng, WORKED_STATUSES, count), OPEN_STATUS),
+    )
+
+
+def _status_when_sales_took_over(rng: np.random.Generator, crm_status, strong, poor) -> np.ndarray:
+    """Leads sales has worked were qualified before it took them: mostly by their fit, one in
+    five otherwise. Untouched leads have no qualification status yet."""
+    count = len(strong)
+    by_fit = np.where(strong, "Qualified", np.where(poor, "Disqualified", "Nurture"))
+    anyhow = _pick(rng, ["Qualified", "Nurture", "Disqualified"], count)
+    prior = np.where(rng.random(count) < 0.2, anyhow, by_fit)
+    return np.where(crm_status != OPEN_STATUS, prior, None)
 
 
 def _add_engagement(frame: pd.DataFrame, rng: np.random.Generator, hot, cold, now) -> None:

@@ -37,6 +37,8 @@ EXPECTED = {
     ),
     "salesforce-backfill": ("backfill-leads", None, {"source": "salesforce", "window_days": 7}),
     "hubspot-backfill": ("backfill-leads", None, {"source": "hubspot", "window_days": 7}),
+    "salesforce-review": ("review-criteria", "0 6 1 * *", {"source": "salesforce"}),
+    "hubspot-review": ("review-criteria", "0 6 1 * *", {"source": "hubspot"}),
     "rollback-run": ("rollback-run", None, {}),
 }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 
 import pandas as pd
@@ -15,10 +16,11 @@ from flows.__main__ import main as flows_main
 from flows.jobs import backfill_leads, requalify_leads, rollback_run, sync_leads
 from flows.ledger import Ledger
 from flows.pipeline import write_updates
+from flows.review import review_criteria
 from flows.settings import JobSettings, task_runner
 from sandbox.http import FaultPlan
 from sandbox.salesforce import SalesforceSettings
-from scoring import load_rules, score
+from scoring import DEFAULT_RULES_PATH, load_rules, score
 
 SOURCES = ("salesforce", "hubspot")
 AS_OF = pd.Timestamp.now(tz="UTC").floor("s")
@@ -333,3 +335,45 @@ def test_writes_fill_whole_batches_across_chunks(crm, monkeypatch):
     assert report.written == report.changed > 800
     assert report.usage.writes == math.ceil(report.changed / 100)  # no part-filled batch
     assert report.usage.reads == 5
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_review_reports_conversion_replays_candidate_rules_and_writes_nothing(
+    crm, source, tmp_path
+):
+    import base64
+    import re
+
+    import yaml
+
+    crm(leads=1_500)
+    assert sync_leads(source=source, as_of=AS_OF, return_state=True).is_completed()
+    before = crm_state(source)
+    candidate = yaml.safe_load(open(DEFAULT_RULES_PATH))
+    candidate["status"]["qualified_at_or_above"] = 75
+    candidate_path = tmp_path / "rules-candidate.yaml"
+    candidate_path.write_text(yaml.safe_dump(candidate))
+
+    state = review_criteria(
+        source=source, candidate_rules_path=str(candidate_path), as_of=AS_OF, return_state=True
+    )
+    assert state.is_completed(), state.message
+    pd.testing.assert_frame_equal(crm_state(source), before)  # nothing written
+    assert Ledger().writes_of_run(str(state.state_details.flow_run_id)).empty
+
+    markdown = Artifact.get(f"{source}-criteria-review").data
+    scored = before[before["score"].notna()]
+    converted = int(scored["converted"].sum())
+    assert 0 < converted < len(scored)  # the connector reads each CRM's outcome
+    assert f"**{len(scored):,} leads** the job scored, **{converted:,} converted**" in markdown
+    valid = LeadContract(now=AS_OF).validate(before.reset_index()).valid
+    valid = valid[valid["score"].notna()]
+    proposed = score(valid, load_rules(candidate_path), AS_OF)["status"]
+    expected = int((proposed.fillna("-") != valid["status"].fillna("-")).sum())
+    moved = int(re.search(r"\*\*([\d,]+) of [\d,]+ leads would change status", markdown)[1])
+    assert moved == expected > 0  # a higher Qualified threshold demotes some
+    csv = base64.b64decode(re.search(r"data:text/csv;base64,([A-Za-z0-9+/=]+)", markdown)[1])
+    table = pd.read_csv(io.BytesIO(csv))
+    bands = table[table["section"] == "score band"]
+    assert bands["leads"].sum() == len(scored) and bands["converted"].sum() == converted
+    assert set(table.loc[table["section"] == "factor", "group"]) >= {"fit: industry"}

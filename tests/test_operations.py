@@ -197,7 +197,7 @@ def open_page(browser, url: str, shows: str, screenshot: str):
     page = browser.new_page()
     page.goto(url)
     page.get_by_text(shows, exact=False).first.wait_for(timeout=60_000)
-    page.wait_for_load_state("networkidle")
+    page.wait_for_timeout(500)  # the UI keeps polling, so it is never network-idle
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=SCREENSHOTS / screenshot, full_page=True)
     return page
@@ -314,3 +314,27 @@ def test_on_call_can_be_told_through_a_notification_block_made_in_the_ui(stack):
     crash(crashed, "host lost")
     message = stack.webhook.wait_for("via chat:", crashed.name, "is Crashed")["text"]
     assert "CRM: salesforce" in message and "host lost" in message
+
+
+def test_the_criteria_review_reads_at_a_glance_and_downloads_as_csv(stack, synced):
+    flow_run = finished(
+        run(
+            "review-criteria/hubspot-review",
+            credentials_block="sandbox-hubspot",
+            candidate_rules_path="scoring/rules.yaml",  # relative to the checkout, as deployed
+        )
+    )
+    assert flow_run.state.is_completed(), flow_run.state.message
+    review = artifacts_of(flow_run.id)["hubspot-criteria-review"]
+    with chromium() as browser:
+        page = open_page(
+            browser,
+            f"{stack.server.ui_url}/artifacts/artifact/{review}",
+            "Conversion by score band",
+            "criteria-review.png",
+        )
+        text = page.inner_text("body")
+        assert "█" in text and "raises conversion" in text
+        assert "0 of" in text and "leads would change status" in text  # same rules: no move
+        download = page.get_by_text("Download every figure as CSV")
+        assert download.get_attribute("href").startswith("data:text/csv;base64,")

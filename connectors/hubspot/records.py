@@ -48,6 +48,8 @@ def to_frame(contacts: Sequence[dict], mapping: FieldMapping) -> pd.DataFrame:
         row["crm_id"] = str(contact["id"])
         rows.append(row)
     frame = pd.DataFrame(rows, columns=list(mapping.read))
+    if mapping.converted_values and "converted" in frame.columns:
+        frame["converted"] = frame["converted"].isin(mapping.converted_values)
     for column in frame.columns:
         if COLUMNS[column] == "boolean":
             frame[column] = frame[column].map(

@@ -15,13 +15,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sandbox.seed import ICP_INDUSTRIES, OTHER_INDUSTRIES
+from sandbox.seed import CONVERTED_STATUS, ICP_INDUSTRIES, OPEN_STATUS, OTHER_INDUSTRIES
 
 ID_PREFIX = "00Q"
 ID_SEQUENCE_PREFIX = "00Q5g"  # key prefix plus a fixed "pod and reserved" part, then a counter
 DEFAULT_OWNER_ID = "0055g00000SBXOWAA5"
-OPEN_STATUS = "Open - Not Contacted"
-CONVERTED_STATUS = "Closed - Converted"
 BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")

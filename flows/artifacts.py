@@ -154,7 +154,7 @@ def publish_review(
         "",
         f"- **Best threshold: {result.best.score}** (Qualified now starts at {qualified_at}). "
         + _threshold_text(result.best),
-        f"- At the current threshold, {qualified_at}: " + _threshold_text(result.current),
+        f"- Current threshold, {qualified_at}. " + _threshold_text(result.current),
         f"- **Qualified leads sales never worked: {result.unworked_qualified:,}** of "
         f"{result.qualified:,} Qualified "
         f"({_percent(result.unworked_qualified, result.qualified)}).",

@@ -1,5 +1,6 @@
 """The main job on embedded defaults: sandbox CRMs with seeded leads, Prefect's local engine, a
-full sync of both CRMs, then a requalification pass at a later simulated time."""
+full sync of both CRMs, a criteria review of what they wrote against the leads' outcomes, then a
+requalification pass at a later simulated time."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pandas as pd
 from connectors import SOURCES
 from flows.artifacts import show_status
 from flows.pipeline import RunReport
+from scoring.review import CriteriaReview
 from sandbox.run import Sandbox, SandboxConfig
 
 DEMO_DIR = Path(".leadsync/demo")
@@ -40,6 +42,7 @@ def main(argv: list[str] | None = None) -> None:
     os.environ["LEADSYNC_SANDBOX_INFO"] = str(info_file)
     os.environ["LEADSYNC_LEDGER_URL"] = f"sqlite:///{args.directory / 'ledger.sqlite3'}"
     from flows.jobs import requalify_leads, sync_leads  # after the environment is set
+    from flows.review import review_criteria
 
     config = SandboxConfig(leads=args.leads, data_dir=args.directory / "sandbox")
     with Sandbox(config) as sandbox:
@@ -54,17 +57,26 @@ def main(argv: list[str] | None = None) -> None:
         for source in SOURCES:
             state = sync_leads(source=source, as_of=now, return_state=True)
             rows.append(_row(f"{source} sync", state))
+        reviews = {
+            source: review_criteria(source=source, as_of=now, return_state=True)
+            for source in SOURCES
+        }
         for source in SOURCES:
             state = requalify_leads(
                 source=source, as_of=later, older_than_days=30, return_state=True
             )
             rows.append(_row(f"{source} requalify +{args.later_days}d", state))
     print(_table(rows))
+    print("\nCriteria review: conversion by score band (the seed plants fit and engagement):")
+    for source, state in reviews.items():
+        print(f"  {source}: {state.message}")
+        print(f"    {_bands(state.result())}")
     print(f"\nStatus moves in the requalification pass, {args.later_days} days later:")
     for row in rows[len(SOURCES) :]:
         print(f"  {row['run']}: {row['moves'] or 'none'}")
     print(
-        "\nEvery run published artifacts (summary, transitions, quarantine, scores, failures).\n"
+        "\nEvery run published artifacts (summary, transitions, quarantine, scores, failures;\n"
+        "the reviews: <source>-criteria-review).\n"
         "See them in the Prefect UI: `.venv/bin/prefect server start`, then open\n"
         "http://127.0.0.1:4200/runs (the demo's runs are kept in PREFECT_HOME)."
     )
@@ -87,6 +99,12 @@ def _row(run: str, state) -> dict:
         "failed": report.failed,
         "moves": moves,
     }
+
+
+def _bands(review: CriteriaReview) -> str:
+    return ", ".join(
+        f"{band} {row.rate:.0%}" for band, row in review.by_band.iterrows() if row.leads
+    )
 
 
 def _table(rows: list[dict]) -> str:

@@ -64,5 +64,6 @@ def review_criteria(
     publish_review(result, candidate, source, candidate_rules_path, rules)
     return Completed(
         message=f"{result.leads} leads, {result.converted} converted; score ranks converters "
-        f"first {result.ranking:.0%} of the time; best threshold {result.best.score}"
+        f"first {result.ranking:.0%} of the time; best threshold {result.best.score}",
+        data=result,
     )

@@ -18,5 +18,7 @@ def test_demo_syncs_both_crms_then_requalifies_later(tmp_path, monkeypatch, caps
     ):
         line = next(line for line in out.splitlines() if line.startswith(run))
         assert "Completed" in line, line
+    review = out.split("Criteria review")[1]
+    assert "salesforce: " in review and "hubspot: " in review and "90-100" in review
     moves = out.split("Status moves in the requalification pass")[1]
     assert "Qualified -> Nurture" in moves

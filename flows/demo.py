@@ -14,8 +14,8 @@ import pandas as pd
 from connectors import SOURCES
 from flows.artifacts import show_status
 from flows.pipeline import RunReport
-from scoring.review import CriteriaReview
 from sandbox.run import Sandbox, SandboxConfig
+from scoring.review import CriteriaReview
 
 DEMO_DIR = Path(".leadsync/demo")
 

@@ -10,9 +10,12 @@ import pandas as pd
 from prefect import flow, get_run_logger
 from prefect.states import Completed, State
 
+from expectations.frame import conform
 from expectations.suite import LeadContract
 from flows.artifacts import publish_review
 from flows.jobs import Source, as_of_or_now, checked_connector, run_name, stops_clearly
+from flows.pipeline import chunks_of
+from flows.settings import JobSettings
 from scoring import DEFAULT_RULES_PATH, load_rules
 from scoring.review import MIN_GROUP, replay, review
 
@@ -44,17 +47,24 @@ def review_criteria(
     as_of = as_of_or_now(as_of)
     connector = checked_connector(source, credentials_block)
     logger = get_run_logger()
-    leads = pd.concat(list(connector.read_all()), ignore_index=True)
-    valid = LeadContract(now=pd.Timestamp(as_of)).validate(leads).valid
-    scored = valid[valid["score"].notna()].reset_index(drop=True)
+    contract, settings = LeadContract(now=pd.Timestamp(as_of)), JobSettings()
+    read = valid = 0
+    scored_parts = []
+    for chunk, _ in chunks_of(
+        connector.read_all(), settings.chunk_leads, settings.chunk_seconds, lambda _: None
+    ):
+        checked = contract.validate(chunk).valid
+        read, valid = read + len(chunk), valid + len(checked)
+        scored_parts.append(checked[checked["score"].notna()])
+    scored = pd.concat(scored_parts, ignore_index=True) if scored_parts else conform(pd.DataFrame())
     logger.info(
         "Reviewing %d %s leads the job scored (%d read, %d failing the lead contract, %d not "
         "scored yet)",
         len(scored),
         source,
-        len(leads),
-        len(leads) - len(valid),
-        len(valid) - len(scored),
+        read,
+        read - valid,
+        valid - len(scored),
     )
     rules = load_rules(rules_path or DEFAULT_RULES_PATH)
     result = review(scored, rules, as_of, connector.mapping.unworked_statuses, min_group)

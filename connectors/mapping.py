@@ -32,7 +32,8 @@ class FieldMapping(BaseModel):
     )
     converted_values: list[str] = Field(
         default_factory=list,
-        description="values of the `converted` field that mean converted (empty: it is a boolean)",
+        description="HubSpot: values of the property mapped to `converted` that mean converted "
+        "(Salesforce maps a boolean field, IsConverted)",
     )
     unworked_statuses: list[str] = Field(
         default_factory=list,

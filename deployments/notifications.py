@@ -15,7 +15,7 @@ from uuid import UUID
 from prefect import get_client
 from prefect.automations import Automation, EventTrigger, Posture, SendNotification
 from prefect.blocks.core import Block
-from prefect.blocks.notifications import CustomWebhookNotificationBlock
+from prefect.blocks.notifications import CustomWebhookNotificationBlock, NotificationBlock
 
 AUTOMATION_NAME = "leadsync-on-call"
 WEBHOOK_BLOCK_NAME = "leadsync-on-call"
@@ -53,17 +53,17 @@ def webhook_block(url: str) -> UUID:
 def named_block(slug: str) -> UUID:
     """The id of an existing notification block, by its slug (`slack-webhook/on-call`)."""
     block = Block.load(slug)
-    if block._block_document_id is None:
-        raise ValueError(f"block {slug!r} has no id on this server")
+    if not isinstance(block, NotificationBlock) or block._block_document_id is None:
+        raise ValueError(f"block {slug!r} is not a notification block on this server")
     return block._block_document_id
 
 
 def notify_on_call(block_document_id: UUID) -> Automation:
-    """Create the on-call automation, replacing an earlier one of the same name."""
+    """Create the on-call automation, then remove earlier ones of the same name (so on-call is
+    never left without one)."""
     with get_client(sync_client=True) as client:
-        for earlier in client.read_automations_by_name(AUTOMATION_NAME):
-            client.delete_automation(earlier.id)
-    return Automation(
+        earlier = client.read_automations_by_name(AUTOMATION_NAME)
+    automation = Automation(
         name=AUTOMATION_NAME,
         description="Tell on-call when a leadsync flow run fails, crashes or is late.",
         trigger=EventTrigger(
@@ -78,3 +78,7 @@ def notify_on_call(block_document_id: UUID) -> Automation:
         ),
         actions=[SendNotification(block_document_id=block_document_id, subject=SUBJECT, body=BODY)],
     ).create()
+    with get_client(sync_client=True) as client:
+        for old in earlier:
+            client.delete_automation(old.id)
+    return automation

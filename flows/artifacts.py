@@ -13,6 +13,13 @@ from scoring import Rules
 from scoring.review import CriteriaReview, Replay, Threshold
 
 BAR_WIDTH = 20
+AFTER_A_STOP = {  # what a stopped run of each kind leaves behind
+    "sync": "Writes made before the stop are in the audit ledger, and records the run could not "
+    "finish are retried by the next run.",
+    "rollback": "Restores made before the stop are in the audit ledger; a rerun restores the "
+    "rest (leads already restored are left alone, as changed since).",
+    "review": "A review writes nothing: there is nothing to undo.",
+}
 
 
 def publish(report: RunReport, source: str, kind: str, dry_run: bool, note: str = "") -> str:
@@ -60,9 +67,10 @@ def publish_failure(source: str, kind: str, message: str) -> None:
                 "",
                 f"**{message}**",
                 "",
-                "Writes made before the stop are in the audit ledger, and records the run could "
-                "not finish are retried by the next run. Fix the cause, then rerun (Run > Quick "
-                "run on the deployment). See the on-call runbook in the README.",
+                AFTER_A_STOP.get(kind, AFTER_A_STOP["sync"]),
+                "",
+                "Fix the cause, then rerun (the run's page > Retry, or Run > Quick run on the "
+                "deployment). See the on-call runbook in the README.",
             ]
         ),
         description=f"{source} {kind}: why this run stopped",
@@ -139,9 +147,10 @@ def publish_review(
     source: str,
     candidate_path: str | None,
     rules: Rules,
+    candidate_rules: Rules | None = None,
 ) -> str:
     """The criteria review as one markdown artifact, its tables drawn with bars, ending with a
-    link that downloads every figure as CSV; returns the markdown."""
+    link that downloads every rate and count of its tables as CSV; returns the markdown."""
     csv = review_csv(result).to_csv(index=False)
     link = "data:text/csv;base64," + base64.b64encode(csv.encode()).decode()
     qualified_at = rules.status.qualified_at_or_above
@@ -150,10 +159,9 @@ def publish_review(
         "",
         f"**{result.leads:,} leads** the job scored, **{result.converted:,} converted** "
         f"({_percent(result.converted, result.leads)}). The written score ranks a converter above "
-        f"a lead that did not convert **{result.ranking:.0%}** of the time (50% is chance).",
+        f"a lead that did not convert **{_share(result.ranking)}** of the time (50% is chance).",
         "",
-        f"- **Best threshold: {result.best.score}** (Qualified now starts at {qualified_at}). "
-        + _threshold_text(result.best),
+        _best_line(result.best, qualified_at),
         f"- Current threshold, {qualified_at}. " + _threshold_text(result.current),
         f"- **Qualified leads sales never worked: {result.unworked_qualified:,}** of "
         f"{result.qualified:,} Qualified "
@@ -169,7 +177,8 @@ def publish_review(
         *_rate_table("status", result.by_status),
         "## Rules factors: leads with each factor against leads without",
         "",
-        "A factor is *with* when it moved the lead's score (its typical points shown).",
+        "*With*: the leads whose score the factor raised (+) or lowered (-), by the typical "
+        "points shown; *without*: all the others.",
         "",
         "| factor | points | with: leads | converted | without: leads | converted | difference "
         "(95%) | verdict |",
@@ -177,7 +186,8 @@ def publish_review(
         *(
             f"| {name} | {row.points:+d} | {row.leads_with:,} | {_rate(row.rate_with)} | "
             f"{row.leads_without:,} | {_rate(row.rate_without)} | "
-            f"{_points(row.difference)} ({_points(row.low)} to {_points(row.high)}) | "
+            f"{_points(row.difference)} ({_points(row.difference_low)} to "
+            f"{_points(row.difference_high)}) | "
             f"{'⚠ ' if row.small else ''}{row.verdict} |"
             for name, row in result.factors.iterrows()
         ),
@@ -193,8 +203,10 @@ def publish_review(
         "",
     ]
     if candidate is not None:
-        lines += _replay_lines(result, candidate, candidate_path, qualified_at)
-    lines += [f"[Download every figure as CSV]({link})", ""]
+        lines += _replay_lines(
+            candidate, candidate_path, qualified_at, candidate_rules.status.qualified_at_or_above
+        )
+    lines += [f"[Download every rate and count as CSV]({link})", ""]
     markdown = "\n".join(lines)
     create_markdown_artifact(
         key=f"{source}-criteria-review",
@@ -206,7 +218,8 @@ def publish_review(
 
 
 def review_csv(result: CriteriaReview) -> pd.DataFrame:
-    """Every rate of the review in one tidy table: section, group, counts, rate, interval."""
+    """The rates of the review's tables in one tidy table: section, group, counts, rate, its
+    interval; for factors also the leads without it and the difference with its interval."""
     columns = ["leads", "converted", "rate", "low", "high", "small"]
     factors = result.factors.rename(
         columns={"leads_with": "leads", "converted_with": "converted", "rate_with": "rate"}
@@ -223,8 +236,8 @@ def review_csv(result: CriteriaReview) -> pd.DataFrame:
                         "converted_without",
                         "rate_without",
                         "difference",
-                        "low",
-                        "high",
+                        "difference_low",
+                        "difference_high",
                         "small",
                         "points",
                         "verdict",
@@ -241,7 +254,7 @@ def review_csv(result: CriteriaReview) -> pd.DataFrame:
 
 
 def _replay_lines(
-    result: CriteriaReview, candidate: Replay, path: str | None, qualified_at: int
+    candidate: Replay, path: str | None, qualified_at: int, candidate_at: int
 ) -> list[str]:
     matrix = candidate.transitions
     total = int(matrix.to_numpy().sum())
@@ -249,14 +262,18 @@ def _replay_lines(
     return [
         f"## Candidate rules `{path}`: a replay, nothing written",
         "",
-        f"- **{moved:,} of {total:,} leads would change status.**",
-        f"- Ranks converters first {candidate.ranking:.0%} of the time "
-        f"(the current scores: {result.ranking:.0%}).",
-        f"- Converters it would make Qualified: **{candidate.converters_qualified_candidate:,}** "
-        f"(Qualified now: {candidate.converters_qualified_now:,} of {result.converted:,}).",
-        f"- Its best threshold: {candidate.best.score}. " + _threshold_text(candidate.best),
+        "Both files score the same leads at the same time, so only the rules differ.",
         "",
-        "Statuses now (rows) and under the candidate (columns):",
+        f"- **{moved:,} of {total:,} leads would change status.**",
+        f"- Ranks converters first {_share(candidate.ranking)} of the time "
+        f"(the current rules: {_share(candidate.ranking_now)}).",
+        f"- Converters scoring Qualified (at or above {candidate_at}): "
+        f"**{candidate.converters_qualified_candidate:,}** of {candidate.converters:,} "
+        f"(the current rules, at or above {qualified_at}: {candidate.converters_qualified_now:,}).",
+        _best_line(candidate.best, candidate_at).replace("Best", "Its best"),
+        "",
+        "Statuses under the current rules (rows) and under the candidate (columns); leads sales "
+        "owns keep theirs:",
         "",
         "| now \\ candidate | " + " | ".join(matrix.columns) + " |",
         "|---|" + "---:|" * len(matrix.columns),
@@ -269,20 +286,37 @@ def _replay_lines(
 
 
 def _rate_table(label: str, table: pd.DataFrame) -> list[str]:
-    top = table["rate"].max()
+    top = table.loc[~table["small"], "rate"].max()  # one tiny group must not shrink every bar
     return [
         f"| {label} | leads | converted | rate | 95% interval | |",
         "|---|---:|---:|---:|---|---|",
         *(
             f"| {group} | {row.leads:,} | {row.converted:,} | {_rate(row.rate)} | "
             f"{_rate(row.low)} to {_rate(row.high)} | "
-            + ("⚠ too few leads" if row.small else "█" * round(BAR_WIDTH * (row.rate or 0) / top))
+            + ("⚠ too few leads" if row.small else _bar(row.rate, top))
             + " |"
             for group, row in table.iterrows()
             if row.leads
         ),
         "",
     ]
+
+
+def _bar(rate: float, top: float) -> str:
+    return "█" * round(BAR_WIDTH * rate / top) if top > 0 else ""
+
+
+def _best_line(best: Threshold | None, qualified_at: int) -> str:
+    if best is None:
+        return "- **Best threshold: n/a**: it takes both converters and leads that did not."
+    return (
+        f"- **Best threshold: {best.score}** (Qualified now starts at {qualified_at}). "
+        + _threshold_text(best)
+    )
+
+
+def _share(chance: float) -> str:
+    return "n/a" if pd.isna(chance) else f"{chance:.0%}"
 
 
 def _threshold_text(threshold: Threshold) -> str:

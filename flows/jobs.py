@@ -57,7 +57,9 @@ def stops_clearly(kind: str) -> Callable[[Callable[..., State]], Callable[..., S
             try:
                 return function(*args, **kwargs)
             except (ConnectorError, MappingError, RulesError) as error:
-                source = signature.bind(*args, **kwargs).arguments.get("source", "salesforce")
+                bound = signature.bind(*args, **kwargs)
+                bound.apply_defaults()
+                source = bound.arguments["source"]
                 message = f"The {source} {kind} stopped: {error}"
                 get_run_logger().error("%s", message)
                 publish_failure(source, kind, message)

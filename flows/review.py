@@ -32,8 +32,8 @@ def review_criteria(
 ) -> State:
     """Report how the leads the job scored went on to convert: by score band, by status, by each
     rules factor; Qualified leads sales never worked; the score that best separates converters.
-    With candidate_rules_path, also how that rules file would move statuses and rank the
-    converters. Writes nothing.
+    With candidate_rules_path, also how that rules file would move the statuses of the same
+    leads and rank the converters. Writes nothing.
 
     Args:
         source: which CRM's leads to review.
@@ -45,6 +45,8 @@ def review_criteria(
         credentials_block: a Prefect credentials block name.
     """
     as_of = as_of_or_now(as_of)
+    rules = load_rules(rules_path or DEFAULT_RULES_PATH)  # a bad file stops before any read
+    candidate_rules = load_rules(candidate_rules_path) if candidate_rules_path else None
     connector = checked_connector(source, credentials_block)
     logger = get_run_logger()
     contract, settings = LeadContract(now=pd.Timestamp(as_of)), JobSettings()
@@ -66,14 +68,13 @@ def review_criteria(
         read - valid,
         valid - len(scored),
     )
-    rules = load_rules(rules_path or DEFAULT_RULES_PATH)
     result = review(scored, rules, as_of, connector.mapping.unworked_statuses, min_group)
-    candidate = None
-    if candidate_rules_path:
-        candidate = replay(scored, load_rules(candidate_rules_path), as_of)
-    publish_review(result, candidate, source, candidate_rules_path, rules)
+    candidate = replay(scored, rules, candidate_rules, as_of) if candidate_rules else None
+    publish_review(result, candidate, source, candidate_rules_path, rules, candidate_rules)
+    best = result.best.score if result.best else "n/a"
+    ranking = "n/a" if pd.isna(result.ranking) else f"{result.ranking:.0%}"
     return Completed(
         message=f"{result.leads} leads, {result.converted} converted; score ranks converters "
-        f"first {result.ranking:.0%} of the time; best threshold {result.best.score}",
+        f"first {ranking} of the time; best threshold {best}",
         data=result,
     )

@@ -34,8 +34,8 @@ class CriteriaReview:
     by_status: pd.DataFrame  # conversion_by the status the job wrote
     factors: pd.DataFrame  # factor_effects
     subscores: pd.DataFrame  # mean sub-scores of converters and of the others
-    ranking: float  # ranking_quality of the written score
-    best: Threshold
+    ranking: float  # ranking_quality of the written score (NaN: no converters, or all)
+    best: Threshold | None  # None when there are no converters, or only converters
     current: Threshold  # at the rules' Qualified threshold
     unworked_qualified: int
     qualified: int
@@ -45,11 +45,13 @@ class CriteriaReview:
 class Replay:
     """What a candidate rules file would do to the same leads, without writing anything."""
 
-    transitions: pd.DataFrame  # transition_matrix: current status -> candidate status
-    ranking: float  # ranking_quality of the candidate's scores (compare CriteriaReview.ranking)
-    best: Threshold
-    converters_qualified_now: int  # converters the job holds as Qualified
-    converters_qualified_candidate: int  # converters the candidate would make Qualified
+    transitions: pd.DataFrame  # transition_matrix: status under the current rules -> candidate
+    ranking_now: float  # ranking_quality of the current rules' scores, at the same time
+    ranking: float  # ranking_quality of the candidate's scores
+    best: Threshold | None
+    converters_qualified_now: int  # converters scoring at or above the current Qualified line
+    converters_qualified_candidate: int  # the same under the candidate's scores and line
+    converters: int
 
 
 def review(
@@ -58,7 +60,7 @@ def review(
     """`leads`: canonical rows that carry the score the job wrote and their outcome. Sub-scores
     and factors come from the shared scoring module with `rules` at `now` (the ones the job
     used, when run with the same rules file)."""
-    converted = leads["converted"].fillna(False).astype(bool)
+    converted = _outcome(leads)
     scored = score(leads, rules, now)
     subscores = scored[list(GROUPS)].groupby(converted.map({True: "converted", False: "others"}))
     written = leads["score"]
@@ -66,7 +68,7 @@ def review(
         leads=len(leads),
         converted=int(converted.sum()),
         by_band=conversion_by(score_bands(written), converted, min_group),
-        by_status=conversion_by(leads["status"].fillna(NO_STATUS), converted, min_group),
+        by_status=conversion_by(_statuses(leads["status"]), converted, min_group),
         factors=factor_effects(factor_points(leads, rules, now), converted, min_group),
         subscores=subscores.mean().round(1),
         ranking=ranking_quality(written, converted),
@@ -77,16 +79,25 @@ def review(
     )
 
 
-def replay(leads: pd.DataFrame, candidate: Rules, now) -> Replay:
-    """Score `leads` with the candidate rules and compare with what the job wrote."""
-    converted = leads["converted"].fillna(False).astype(bool)
-    proposed = score(leads, candidate, now)
+def replay(leads: pd.DataFrame, current: Rules, candidate: Rules, now) -> Replay:
+    """Score `leads` with the current and the candidate rules at the same time, and compare:
+    so engagement decay since the last write does not count as the candidate's doing.
+    Converters are judged by score against each file's Qualified line, because their status
+    belongs to sales (a human-owned CRM status) and never moves."""
+    converted = _outcome(leads)
+    now_scored, proposed = score(leads, current, now), score(leads, candidate, now)
+    line_now = current.status.qualified_at_or_above
+    line_candidate = candidate.status.qualified_at_or_above
     return Replay(
-        transitions=transition_matrix(leads["status"], proposed["status"]),
+        transitions=transition_matrix(now_scored["status"], proposed["status"]),
+        ranking_now=ranking_quality(now_scored["score"], converted),
         ranking=ranking_quality(proposed["score"], converted),
         best=best_threshold(proposed["score"], converted),
-        converters_qualified_now=int((converted & (leads["status"] == QUALIFIED)).sum()),
-        converters_qualified_candidate=int((converted & (proposed["status"] == QUALIFIED)).sum()),
+        converters_qualified_now=int((converted & (now_scored["score"] >= line_now)).sum()),
+        converters_qualified_candidate=int(
+            (converted & (proposed["score"] >= line_candidate)).sum()
+        ),
+        converters=int(converted.sum()),
     )
 
 
@@ -100,16 +111,17 @@ def factor_points(leads: pd.DataFrame, rules: Rules, now) -> pd.DataFrame:
 
 
 def score_bands(scores: pd.Series) -> pd.Series:
-    """Scores in bands of ten: 0-9 ... 80-89, 90-100."""
+    """Scores in bands of ten: 0-9 ... 80-89, 90-100 (a score outside 0-100 counts at the
+    nearest end, as in the threshold figures)."""
     edges = list(range(0, 100, BAND_WIDTH)) + [101]
     labels = [f"{low}-{high - 1}" for low, high in zip(edges[:-2], edges[1:-1], strict=True)]
     labels.append(f"{edges[-2]}-100")
-    return pd.cut(scores.astype(float), edges, right=False, labels=labels)
+    return pd.cut(_whole(scores).astype(float), edges, right=False, labels=labels)
 
 
 def conversion_by(groups: pd.Series, converted: pd.Series, min_group: int = MIN_GROUP):
-    """Per group (in the groups' order): leads, converted, rate, its 95% Wilson interval, and
-    whether the group is too small to judge."""
+    """Per group (sorted, or in a categorical's order): leads, converted, rate, its 95% Wilson
+    interval, and whether the group is too small to judge."""
     counts = converted.astype(bool).groupby(groups, observed=False, sort=True).agg(["size", "sum"])
     table = pd.DataFrame(
         {"leads": counts["size"].astype(int), "converted": counts["sum"].astype(int)}
@@ -123,29 +135,36 @@ def conversion_by(groups: pd.Series, converted: pd.Series, min_group: int = MIN_
 def factor_effects(
     points: pd.DataFrame, converted: pd.Series, min_group: int = MIN_GROUP
 ) -> pd.DataFrame:
-    """For each factor: leads with it (non-zero points) and without, the conversion rate of
-    each, the difference with its 95% interval, the points it gives, and a verdict: raises or
-    lowers conversion (the interval excludes zero), no clear effect, or too few leads."""
-    has = (points != 0).to_numpy()
+    """For each factor and sign of its points (`fit: industry (+)`: leads it raised, `(-)`:
+    leads it lowered), leads with it against all others: the conversion rate of each, the
+    difference with its 95% interval (Newcombe's, from the two Wilson intervals: sound at rates
+    of 0 or 1), the typical points, and a verdict: raises or lowers conversion (the interval
+    excludes zero), no clear effect, or too few leads on either side."""
+    raised, lowered = points.where(points > 0), points.where(points < 0)
+    signed = pd.concat([raised.add_suffix(" (+)"), lowered.add_suffix(" (-)")], axis=1).loc[
+        :, lambda frame: frame.notna().any()
+    ]
+    ordered = [f"{name} ({sign})" for name in points.columns for sign in "+-"]
+    signed = signed[[name for name in ordered if name in signed.columns]]
+    has = signed.notna().to_numpy()
     won = converted.astype(bool).to_numpy()[:, None]
     with_n, with_won = has.sum(axis=0), (has & won).sum(axis=0)
     without_n, without_won = (~has).sum(axis=0), (~has & won).sum(axis=0)
     rate_with, rate_without = _rate(with_won, with_n), _rate(without_won, without_n)
+    low_with, high_with = _wilson(with_won, with_n)
+    low_without, high_without = _wilson(without_won, without_n)
     difference = rate_with - rate_without
-    with np.errstate(divide="ignore", invalid="ignore"):
-        margin = Z95 * np.sqrt(
-            rate_with * (1 - rate_with) / with_n + rate_without * (1 - rate_without) / without_n
-        )
+    low = difference - np.sqrt((rate_with - low_with) ** 2 + (high_without - rate_without) ** 2)
+    high = difference + np.sqrt((high_with - rate_with) ** 2 + (rate_without - low_without) ** 2)
     small = np.minimum(with_n, without_n) < min_group
     verdict = np.select(
-        [small, difference - margin > 0, difference + margin < 0],
+        [small, low > 0, high < 0],
         ["too few leads", "raises conversion", "lowers conversion"],
         "no clear effect",
     )
-    typical = points.where(points != 0).median().fillna(0).round().astype(int)
     return pd.DataFrame(
         {
-            "points": typical.to_numpy(),
+            "points": signed.median().round().astype(int).to_numpy(),
             "leads_with": with_n,
             "converted_with": with_won,
             "rate_with": rate_with,
@@ -153,12 +172,12 @@ def factor_effects(
             "converted_without": without_won,
             "rate_without": rate_without,
             "difference": difference,
-            "low": difference - margin,
-            "high": difference + margin,
+            "difference_low": low,
+            "difference_high": high,
             "small": small,
             "verdict": verdict,
         },
-        index=pd.Index(points.columns, name="factor"),
+        index=pd.Index(signed.columns, name="factor"),
     )
 
 
@@ -180,8 +199,10 @@ class Threshold:
         return self.converters_above / above if above else float("nan")
 
 
-def best_threshold(scores: pd.Series, converted: pd.Series) -> Threshold:
-    return _thresholds(scores, converted)[0]
+def best_threshold(scores: pd.Series, converted: pd.Series) -> Threshold | None:
+    """None when nothing separates: no converters, or no others."""
+    best = _thresholds(scores, converted)[0]
+    return best if best.converters and best.others else None
 
 
 def threshold_at(scores: pd.Series, converted: pd.Series, score: int) -> Threshold:
@@ -193,7 +214,7 @@ def ranking_quality(scores: pd.Series, converted: pd.Series) -> float:
     """The chance that a converter scores above a lead that did not convert (ties count half):
     0.5 is no better than chance, 1.0 ranks every converter first (the ROC AUC)."""
     won = converted.astype(bool).to_numpy()
-    by_score = np.clip(scores.round().astype(int).to_numpy(), 0, 100)
+    by_score = _whole(scores).to_numpy()
     converters = np.bincount(by_score[won], minlength=101)
     others = np.bincount(by_score[~won], minlength=101)
     if not converters.sum() or not others.sum():
@@ -209,6 +230,24 @@ def unworked_qualified(status: pd.Series, crm_status: pd.Series, unworked: list[
     return int(((status == QUALIFIED) & untouched).sum())
 
 
+def _outcome(leads: pd.DataFrame) -> pd.Series:
+    return leads["converted"].fillna(False).astype(bool)
+
+
+def _statuses(status: pd.Series) -> pd.Series:
+    """Statuses in their usual order, none last."""
+    order = [*QUALIFICATION_STATUSES, NO_STATUS]
+    filled = status.fillna(NO_STATUS)
+    present = set(filled.unique())
+    categories = [s for s in order if s in present] + sorted(present - set(order))
+    return pd.Series(pd.Categorical(filled, categories=categories), index=status.index)
+
+
+def _whole(scores: pd.Series) -> pd.Series:
+    """Scores as whole points within 0-100."""
+    return scores.astype(float).round().clip(0, 100).astype(int)
+
+
 def transition_matrix(current: pd.Series, candidate: pd.Series) -> pd.DataFrame:
     """Leads by current status (rows) and the status the candidate rules give (columns)."""
     order = [*QUALIFICATION_STATUSES, NO_STATUS]
@@ -221,7 +260,7 @@ def transition_matrix(current: pd.Series, candidate: pd.Series) -> pd.DataFrame:
 
 def _thresholds(scores: pd.Series, converted: pd.Series) -> tuple[Threshold, list[Threshold]]:
     won = converted.astype(bool).to_numpy()
-    by_score = np.clip(scores.round().astype(int).to_numpy(), 0, 100)
+    by_score = _whole(scores).to_numpy()
     converters_at = np.bincount(by_score[won], minlength=101)
     others_at = np.bincount(by_score[~won], minlength=101)
     converters_above = np.cumsum(converters_at[::-1])[::-1]  # at or above each score
@@ -254,4 +293,4 @@ def _wilson(converted, leads) -> tuple[np.ndarray, np.ndarray]:
         p = np.asarray(converted) / n
         centre = (p + Z95**2 / (2 * n)) / (1 + Z95**2 / n)
         half = Z95 * np.sqrt(p * (1 - p) / n + Z95**2 / (4 * n**2)) / (1 + Z95**2 / n)
-    return centre - half, centre + half
+    return np.clip(centre - half, 0, 1), np.clip(centre + half, 0, 1)

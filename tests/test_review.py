@@ -64,12 +64,33 @@ def test_factor_effects_call_a_difference_only_when_the_interval_excludes_zero()
     points.loc[:9, "rare"] = 3
     effects = factor_effects(points, converted, min_group=30)
     assert effects["verdict"].to_dict() == {
-        "helps": "raises conversion",
-        "noise": "no clear effect",
-        "rare": "too few leads",
+        "helps (+)": "raises conversion",
+        "noise (+)": "no clear effect",
+        "rare (+)": "too few leads",
     }
-    assert effects.loc["helps", "low"] > 0.15 and effects.loc["helps", "points"] == 10
-    assert effects.loc["rare", ["leads_with", "leads_without"]].tolist() == [10, 3990]
+    assert effects.loc["helps (+)", "difference_low"] > 0.15
+    assert effects.loc["helps (+)", "points"] == 10
+    assert effects.loc["rare (+)", ["leads_with", "leads_without"]].tolist() == [10, 3990]
+
+
+def test_a_factor_is_judged_by_the_sign_of_its_points_and_a_rate_of_zero_is_not_certain():
+    # budget: -5 when missing, +10 when large; 0/30 converters among the large budgets is too
+    # little to call against 50/1000 (a Wald interval would call it)
+    points = pd.Series([-5] * 1000 + [10] * 30, name="intent: budget").to_frame()
+    converted = pd.Series([True] * 50 + [False] * 950 + [False] * 30)
+    effects = factor_effects(points, converted, min_group=30)
+    assert effects.index.tolist() == ["intent: budget (+)", "intent: budget (-)"]
+    assert effects.loc["intent: budget (+)", ["leads_with", "points"]].tolist() == [30, 10]
+    assert effects.loc["intent: budget (+)", "verdict"] == "no clear effect"
+    assert effects.loc["intent: budget (+)", "difference_high"] > 0
+
+
+def test_no_converters_gives_no_threshold_and_no_ranking():
+    scores, converted = pd.Series([10, 50, 90]), pd.Series([False, False, False])
+    assert best_threshold(scores, converted) is None
+    assert np.isnan(ranking_quality(scores, converted))
+    table = conversion_by(score_bands(scores), converted, min_group=1)
+    assert table["rate"].fillna(0).eq(0).all() and (table["low"].dropna() >= 0).all()
 
 
 def test_transitions_and_unworked_qualified_leads():
@@ -107,9 +128,9 @@ def test_the_review_recovers_the_planted_relationship_and_flags_a_factor_with_no
     assert result.best.separation > 0.3
 
     verdicts = result.factors["verdict"]
-    assert verdicts["fit: industry"] == "raises conversion"  # fit is planted
-    assert verdicts["engagement: form_submissions"] == "raises conversion"  # engagement too
-    assert verdicts["intent: need"] == "no clear effect"  # need plays no part in the outcome
+    assert verdicts["fit: industry (+)"] == "raises conversion"  # fit is planted
+    assert verdicts["engagement: form_submissions (+)"] == "raises conversion"  # engagement too
+    assert verdicts["intent: need (+)"] == "no clear effect"  # need plays no part in the outcome
     assert (result.factors["leads_with"] + result.factors["leads_without"] == result.leads).all()
     assert result.subscores.loc["converted", "fit"] > result.subscores.loc["others", "fit"]
     assert 0 < result.unworked_qualified <= result.qualified
@@ -117,7 +138,7 @@ def test_the_review_recovers_the_planted_relationship_and_flags_a_factor_with_no
 
 def test_replay_of_the_same_rules_moves_nothing_and_worse_rules_rank_worse(scored_leads):
     rules = load_rules()
-    same = replay(scored_leads, rules, NOW)
+    same = replay(scored_leads, rules, rules, NOW)
     off_diagonal = same.transitions.to_numpy().sum() - np.trace(same.transitions.to_numpy())
     assert off_diagonal == 0
     assert same.converters_qualified_candidate == same.converters_qualified_now
@@ -133,6 +154,17 @@ def test_replay_of_the_same_rules_moves_nothing_and_worse_rules_rank_worse(score
             )
         }
     )
-    worse = replay(scored_leads, no_fit, NOW)
-    assert worse.ranking < same.ranking
+    worse = replay(scored_leads, rules, no_fit, NOW)
+    assert worse.ranking < same.ranking == worse.ranking_now
     assert worse.transitions.to_numpy().sum() == len(scored_leads)
+
+    stricter = rules.model_copy(
+        update={
+            "status": rules.status.model_copy(
+                update={"qualified_at_or_above": 90, "nurture_at_or_above": 30}
+            )
+        }
+    )
+    fewer = replay(scored_leads, rules, stricter, NOW)
+    assert fewer.converters_qualified_candidate < fewer.converters_qualified_now
+    assert fewer.transitions.loc["Qualified", "Nurture"] > 0

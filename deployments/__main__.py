@@ -33,8 +33,9 @@ import argparse  # noqa: E402
 import signal  # noqa: E402
 import subprocess  # noqa: E402
 import time  # noqa: E402
-import urllib.request  # noqa: E402
 from contextlib import ExitStack  # noqa: E402
+
+from deployments.processes import healthy, stop  # noqa: E402
 
 STATE = ROOT / ".leadsync"
 SANDBOX_INFO = STATE / "sandbox" / "info.json"
@@ -78,7 +79,7 @@ def serve(sandbox: bool | None, leads: int, port: int) -> int:
 
 def _start_server(port: int, cleanup: ExitStack) -> str:
     api_url = f"http://127.0.0.1:{port}/api"
-    if _healthy(api_url):
+    if healthy(api_url):
         sys.exit(f"Something already answers on {api_url}: stop it, or pick another --port.")
     STATE.mkdir(exist_ok=True)
     log_path = STATE / "prefect-server.log"
@@ -99,12 +100,12 @@ def _start_server(port: int, cleanup: ExitStack) -> str:
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )  # Ctrl-C reaches us only
-    cleanup.callback(_stop, server)
+    cleanup.callback(stop, server)
     print(
         f"Prefect server: starting (pid {server.pid}, log {log_path.relative_to(ROOT)})", flush=True
     )
     deadline = time.monotonic() + 120
-    while not _healthy(api_url):
+    while not healthy(api_url):
         if server.poll() is not None or time.monotonic() > deadline:
             sys.exit(f"The Prefect server did not start; see {log_path}")
         time.sleep(0.5)
@@ -125,23 +126,6 @@ def _start_sandbox(leads: int, cleanup: ExitStack) -> None:
         f"{SANDBOX_INFO.relative_to(ROOT)}",
         flush=True,
     )
-
-
-def _healthy(api_url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{api_url}/health", timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
-def _stop(server: subprocess.Popen) -> None:
-    server.terminate()
-    try:
-        server.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        server.kill()
-        server.wait()
 
 
 def notify(webhook_url: str | None, block: str | None) -> int:

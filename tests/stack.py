@@ -18,7 +18,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -26,6 +25,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+
+from deployments.processes import healthy, stop
 
 ROOT = Path(__file__).resolve().parent.parent
 QUIET = {
@@ -149,12 +150,12 @@ def prefect_server(home: Path, database_url: str, **settings: str) -> Iterator[P
                "--port", str(port)]  # fmt: skip
     server = subprocess.Popen(command, env=server_env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        wait_until(lambda: _healthy(api_url) or server.poll() is not None, "the Prefect server")
+        wait_until(lambda: healthy(api_url) or server.poll() is not None, "the Prefect server")
         if server.poll() is not None:
             raise RuntimeError(f"the Prefect server exited; see {home / 'server.log'}")
         yield PrefectServer(api_url, env)
     finally:
-        _stop(server)
+        stop(server)
         log.close()
 
 
@@ -181,7 +182,7 @@ def workers(server: PrefectServer, pool: str, names: list[str], log_dir: Path, *
         yield logs
     finally:
         for worker in started:
-            _stop(worker)
+            stop(worker)
 
 
 @dataclass
@@ -249,20 +250,3 @@ def chromium():
             yield browser.new_context(viewport={"width": 1400, "height": 1000})
         finally:
             browser.close()
-
-
-def _healthy(api_url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{api_url}/health", timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
-def _stop(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()

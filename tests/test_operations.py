@@ -109,8 +109,13 @@ def _set_up_like_a_team(server: PrefectServer, sandbox: Sandbox, webhook: Webhoo
     server.cli("work-queue", "create", HELD_QUEUE, "--pool", POOL)
     server.cli("work-queue", "pause", HELD_QUEUE, "--pool", POOL)
     server.cli("--no-prompt", "deploy", "--all", "--prefect-file", "deployments/prefect.yaml")
+    notify(server, "--webhook-url", webhook.url)
+
+
+def notify(server: PrefectServer, *target: str) -> None:
+    """`python -m deployments notify` against the test server."""
     subprocess.run(
-        [sys.executable, "-m", "deployments", "notify", "--webhook-url", webhook.url],
+        [sys.executable, "-m", "deployments", "notify", *target],
         env=server.env,
         cwd=ROOT,
         check=True,
@@ -303,17 +308,14 @@ def test_on_call_can_be_told_through_a_notification_block_made_in_the_ui(stack):
     CustomWebhookNotificationBlock(
         name="chat", url=stack.webhook.url, json_data={"text": "via chat: {{subject}} {{body}}"}
     ).save("chat", overwrite=True)
-    subprocess.run(
-        [sys.executable, "-m", "deployments", "notify", "--block", "custom-webhook/chat"],
-        env=stack.server.env,
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-    )
-    crashed = held_run("sync-leads/salesforce-sync", due_in=timedelta(hours=1))
-    crash(crashed, "host lost")
-    message = stack.webhook.wait_for("via chat:", crashed.name, "is Crashed")["text"]
-    assert "CRM: salesforce" in message and "host lost" in message
+    notify(stack.server, "--block", "custom-webhook/chat")
+    try:
+        crashed = held_run("sync-leads/salesforce-sync", due_in=timedelta(hours=1))
+        crash(crashed, "host lost")
+        message = stack.webhook.wait_for("via chat:", crashed.name, "is Crashed")["text"]
+        assert "CRM: salesforce" in message and "host lost" in message
+    finally:  # back to the webhook the other tests read
+        notify(stack.server, "--webhook-url", stack.webhook.url)
 
 
 def test_the_criteria_review_reads_at_a_glance_and_downloads_as_csv(stack, synced):

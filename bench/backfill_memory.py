@@ -18,15 +18,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
-from bench.support import QUIET, machine, prefect_server, report_of, sandbox_process
+from bench.support import (
+    machine,
+    point_at,
+    prefect_server,
+    report_of,
+    sandbox_process,
+    scratch_directory,
+)
 
 TARGET_RSS_MIB, TARGET_RATIO = 1024, 1.2
 
@@ -69,14 +73,12 @@ def child(size: int, source: str) -> dict:
 
 
 def backfill(size: int, source: str) -> dict:
-    scratch = Path(tempfile.mkdtemp(prefix="leadsync-bench-memory-"))
-    os.environ.update({**QUIET, "PREFECT_HOME": str(scratch / "prefect")})
+    scratch = scratch_directory("memory")
     from flows.jobs import backfill_leads
 
     imports_mib = peak_rss_mib()
     with sandbox_process(scratch / "crm", size) as info, prefect_server():
-        os.environ["LEADSYNC_SANDBOX_INFO"] = str(info)
-        os.environ["LEADSYNC_LEDGER_URL"] = f"sqlite:///{scratch / 'ledger.sqlite3'}"
+        point_at(info, scratch / "ledger.sqlite3")
         started = time.perf_counter()
         state = backfill_leads(source=source, return_state=True)
         wall = time.perf_counter() - started

@@ -17,21 +17,19 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import tempfile
-from pathlib import Path
 
 from bench.support import (
-    QUIET,
     RetryCount,
     machine,
     measure,
+    page_and_batch,
+    point_at,
     prefect_server,
     report_of,
     sandbox_process,
+    scratch_directory,
 )
 
-SEARCH_PAGE, BATCH = 200, 100
 SEARCHES_PER_SECOND, CALLS_PER_SECOND = 5, 19  # 190 per 10 s
 
 
@@ -40,19 +38,18 @@ def main() -> None:
     parser.add_argument("--contacts", type=int, default=20_000)
     parser.add_argument("--latency", type=float, default=0.15, help="seconds added per call")
     args = parser.parse_args()
-    scratch = Path(tempfile.mkdtemp(prefix="leadsync-bench-hubspot-"))
-    os.environ.update({**QUIET, "PREFECT_HOME": str(scratch / "prefect")})
+    scratch = scratch_directory("hubspot")
     options = ("--latency-seconds", str(args.latency))
     with sandbox_process(scratch / "crm", args.contacts, *options) as info, prefect_server():
-        os.environ["LEADSYNC_SANDBOX_INFO"] = str(info)
-        os.environ["LEADSYNC_LEDGER_URL"] = f"sqlite:///{scratch / 'ledger.sqlite3'}"
+        point_at(info, scratch / "ledger.sqlite3")
         from flows.jobs import sync_leads
 
         with RetryCount().attached() as retries:
             run = measure(sync_leads, source="hubspot", return_state=True)
     report = report_of(run.result)
-    searches = math.ceil(report.read / SEARCH_PAGE)
-    other_calls = math.ceil(report.changed / BATCH) + report.usage.metadata
+    search_page, batch = page_and_batch("hubspot")
+    searches = math.ceil(report.read / search_page)
+    other_calls = math.ceil(report.changed / batch) + report.usage.metadata
     fastest_s = max(searches / SEARCHES_PER_SECOND, other_calls / CALLS_PER_SECOND)
     allowed, achieved = report.read / fastest_s, report.read / run.wall_s
     streaming = report.read / report.elapsed  # from the first read to the last write

@@ -9,6 +9,7 @@ import platform
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -25,6 +26,30 @@ QUIET = {
     "DO_NOT_TRACK": "1",
     "PREFECT_LOGGING_LEVEL": "WARNING",
 }
+
+
+def scratch_directory(name: str) -> Path:
+    """A fresh folder for one bench's sandbox data, ledger and Prefect state; nothing phones
+    home."""
+    scratch = Path(tempfile.mkdtemp(prefix=f"leadsync-bench-{name}-"))
+    os.environ.update({**QUIET, "PREFECT_HOME": str(scratch / "prefect")})
+    return scratch
+
+
+def point_at(info: Path, ledger: Path) -> None:
+    """Point the connectors at a sandbox and the flows at a ledger file."""
+    os.environ["LEADSYNC_SANDBOX_INFO"] = str(info)
+    os.environ["LEADSYNC_LEDGER_URL"] = f"sqlite:///{ledger}"
+
+
+def page_and_batch(source: str) -> tuple[int, int]:
+    """The largest read page and write batch of a CRM's connector: the units of the minimum
+    call counts. Imported here, late: Prefect reads its settings (PREFECT_HOME) on import."""
+    from connectors.hubspot import HubSpotConnector
+    from connectors.salesforce import SalesforceConnector
+
+    connector = {"salesforce": SalesforceConnector, "hubspot": HubSpotConnector}[source]
+    return connector.page_size, connector.write_batch_size
 
 
 def machine() -> dict[str, object]:

@@ -22,24 +22,22 @@ import argparse
 import json
 import math
 import os
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
 
 from bench.support import (
-    QUIET,
     RetryCount,
     machine,
     measure,
+    page_and_batch,
+    point_at,
     prefect_server,
     report_of,
     sandbox_process,
+    scratch_directory,
 )
-
-PAGE = {"salesforce": 2_000, "hubspot": 200}
-BATCH = {"salesforce": 200, "hubspot": 100}
 
 
 def main() -> None:
@@ -50,8 +48,7 @@ def main() -> None:
         "--changed", type=float, default=0.05, help="share of leads changed before the last rerun"
     )
     args = parser.parse_args()
-    scratch = Path(tempfile.mkdtemp(prefix="leadsync-bench-sync-"))
-    os.environ.update({**QUIET, "PREFECT_HOME": str(scratch / "prefect")})
+    scratch = scratch_directory("sync")
     latency = ["--latency-seconds", str(args.latency)]
 
     figures: dict[str, object] = {"leads": args.leads, "latency_s": args.latency}
@@ -76,11 +73,6 @@ def runs(scratch: Path, leads: int, latency: list[str], changed: float) -> dict[
     return figures
 
 
-def point_at(info: Path, ledger: Path) -> None:
-    os.environ["LEADSYNC_SANDBOX_INFO"] = str(info)
-    os.environ["LEADSYNC_LEDGER_URL"] = f"sqlite:///{ledger}"
-
-
 def three_runs(source: str, leads: int, share: float) -> dict[str, dict]:
     runs = {"first": one_run(source, "first sync"), "unchanged": one_run(source, "unchanged")}
     change_engagement(source, math.ceil(leads * share))
@@ -95,8 +87,9 @@ def one_run(source: str, name: str) -> dict[str, object]:
         run = measure(sync_leads, source=source, overlap_minutes=0, return_state=True)
     report = report_of(run.result)
     usage = report.usage
-    minimum_reads = math.ceil(report.read / PAGE[source])
-    minimum_writes = math.ceil(report.changed / BATCH[source])
+    page, batch = page_and_batch(source)
+    minimum_reads = math.ceil(report.read / page)
+    minimum_writes = math.ceil(report.changed / batch)
     busy = {stage: round(seconds, 2) for stage, seconds in report.seconds.items()}
     cpu = report.seconds["validate"] + report.seconds["score"] + report.seconds["plan"]
     figures = {
@@ -135,8 +128,9 @@ def change_engagement(source: str, count: int) -> None:
     connector = connector_for(source)
     ids = pd.concat(connector.read_stale(datetime.now(UTC)))["crm_id"].head(count)
     field = connector.mapping.read["industry"]
-    for start in range(0, len(ids), BATCH[source]):
-        batch = ids.iloc[start : start + BATCH[source]]
+    size = page_and_batch(source)[1]
+    for start in range(0, len(ids), size):
+        batch = ids.iloc[start : start + size]
         if source == "salesforce":
             connector.client.restful(
                 "composite/sobjects",

@@ -61,15 +61,18 @@ def review(
     and factors come from the shared scoring module with `rules` at `now` (the ones the job
     used, when run with the same rules file)."""
     converted = _outcome(leads)
-    scored = score(leads, rules, now)
-    subscores = scored[list(GROUPS)].groupby(converted.map({True: "converted", False: "others"}))
+    points = factor_points(leads, rules, now)
+    # A sub-score is the sum of its group's factor points (as in scoring.engine.score).
+    subscores = pd.DataFrame(
+        {group: points.filter(regex=f"^{group}: ").sum(axis=1) for group in GROUPS}
+    ).groupby(converted.map({True: "converted", False: "others"}))
     written = leads["score"]
     return CriteriaReview(
         leads=len(leads),
         converted=int(converted.sum()),
         by_band=conversion_by(score_bands(written), converted, min_group),
         by_status=conversion_by(_statuses(leads["status"]), converted, min_group),
-        factors=factor_effects(factor_points(leads, rules, now), converted, min_group),
+        factors=factor_effects(points, converted, min_group),
         subscores=subscores.mean().round(1),
         ranking=ranking_quality(written, converted),
         best=best_threshold(written, converted),

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import math
+import re
+from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 from prefect.artifacts import Artifact
 from prefect.testing.utilities import prefect_test_harness
 
@@ -344,15 +348,10 @@ def test_writes_fill_whole_batches_across_chunks(crm, monkeypatch):
 def test_review_reports_conversion_replays_candidate_rules_and_writes_nothing(
     crm, source, tmp_path
 ):
-    import base64
-    import re
-
-    import yaml
-
     crm(leads=1_500)
     assert sync_leads(source=source, as_of=AS_OF, return_state=True).is_completed()
     before = crm_state(source)
-    candidate = yaml.safe_load(open(DEFAULT_RULES_PATH))
+    candidate = yaml.safe_load(Path(DEFAULT_RULES_PATH).read_text())
     candidate["status"]["qualified_at_or_above"] = 75
     candidate_path = tmp_path / "rules-candidate.yaml"
     candidate_path.write_text(yaml.safe_dump(candidate))

@@ -123,7 +123,7 @@ class SalesforceConnector:
         """Every lead: through a Bulk API 2.0 query job when there are at least the bulk
         threshold of them (a handful of calls instead of one per 2,000), else REST pages."""
         soql = records.select_all(self.mapping)
-        if self.settings.salesforce_bulk and self._bulk_worth_it(self._lead_count()):
+        if self.settings.salesforce_bulk and self._reaches_bulk(self._lead_count()):
             return self._bulk_pages(soql)
         return self._pages(soql)
 
@@ -146,7 +146,7 @@ class SalesforceConnector:
         )
 
     def write(self, updates: pd.DataFrame) -> pd.DataFrame:
-        if self._bulk_worth_it(len(updates)):
+        if self.settings.salesforce_bulk and self._reaches_bulk(len(updates)):
             ids = updates["crm_id"].astype(str).tolist()
             try:
                 errors = self._call(lambda: bulk.update(self.client, updates, self.mapping))
@@ -183,10 +183,8 @@ class SalesforceConnector:
         remaining = limit - usage.used if usage is not None else None
         return self._calls.usage(remaining, limit)
 
-    def _bulk_worth_it(self, leads: int) -> bool:
-        """Bulk API 2.0 is on and `leads` reach its threshold (when it is off, `leads` is
-        not even evaluated by `read_all`: no count is asked for)."""
-        return self.settings.salesforce_bulk and leads >= self.settings.salesforce_bulk_threshold
+    def _reaches_bulk(self, leads: int) -> bool:
+        return leads >= self.settings.salesforce_bulk_threshold
 
     def _lead_count(self) -> int:
         soql = records.select_count(self.mapping)

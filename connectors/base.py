@@ -138,6 +138,7 @@ def write_in_batches(
     send: Callable[[pd.DataFrame], list[str | None]],
     batch_failures: tuple[type[Exception], ...],
     describe: Callable[[Exception], str] = str,
+    failure_prefix: str = "batch failed",
     concurrency: int = 1,
 ) -> pd.DataFrame:
     """Write `size` records at a time with `send`, which returns an error (or None) per record,
@@ -158,7 +159,7 @@ def write_in_batches(
         except ConnectorError:
             raise
         except batch_failures as error:
-            errors = [f"batch failed: {describe(error)}"[:500]] * len(ids)
+            errors = [f"{failure_prefix}: {describe(error)}"[:500]] * len(ids)
         return write_results(ids, errors)
 
     queued = iter(enumerate(batches))

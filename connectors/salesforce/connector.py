@@ -27,7 +27,6 @@ from connectors.base import (
     DailyLimitReached,
     MissingFields,
     write_in_batches,
-    write_results,
 )
 from connectors.credentials import SalesforceCredentials, salesforce_credentials
 from connectors.mapping import FieldMapping, load_mapping
@@ -147,13 +146,14 @@ class SalesforceConnector:
 
     def write(self, updates: pd.DataFrame) -> pd.DataFrame:
         if self.settings.salesforce_bulk and self._reaches_bulk(len(updates)):
-            ids = updates["crm_id"].astype(str).tolist()
-            try:
-                errors = self._call(lambda: bulk.update(self.client, updates, self.mapping))
-            except (SalesforceError, SalesforceOperationError, Transient) as error:
-                # the job failed as a whole, or could not be finished: so did every record
-                errors = [f"Bulk API job failed: {error}"[:500]] * len(ids)
-            return write_results(ids, errors)
+            # one ingest job, as one batch: a job that fails as a whole fails every record
+            return write_in_batches(
+                updates,
+                len(updates),
+                lambda job: self._call(lambda: bulk.update(self.client, job, self.mapping)),
+                (SalesforceError, SalesforceOperationError, Transient),
+                failure_prefix="Bulk API job failed",
+            )
         return write_in_batches(
             updates,
             COLLECTION_SIZE,

@@ -315,6 +315,8 @@ def test_batch_update_all_succeed_with_200_and_move_lastmodifieddate(start_sandb
         assert updated[contact.id].properties["leadsync_qualified_at"] == "2026-01-02T03:04:05.678Z"
     stamps = [millis(c.properties["lastmodifieddate"]) for c in data.results]
     assert stamps == sorted(stamps)  # never before an earlier write; writes may share a stamp
+    again, _, _ = api.crm.contacts.batch_api.update_with_http_info({"inputs": inputs[:1]})
+    assert millis(again.results[0].properties["lastmodifieddate"]) >= max(stamps)
 
 
 def test_batch_update_partial_failure_is_207_with_per_record_errors(start_sandbox):

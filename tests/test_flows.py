@@ -13,6 +13,7 @@ import pytest
 import yaml
 from prefect.artifacts import Artifact
 from prefect.testing.utilities import prefect_test_harness
+from prefect_dask import DaskTaskRunner
 
 from connectors import connector_for
 from expectations.suite import LeadContract
@@ -330,6 +331,7 @@ def test_scoring_on_a_dask_cluster_writes_exactly_what_threads_write(crm):
 
     crm(name="dask", leads=900)
     on_dask = sync_leads.with_options(task_runner=task_runner(JobSettings(task_runner="dask")))
+    assert isinstance(on_dask.task_runner, DaskTaskRunner)
     assert on_dask(source="salesforce", as_of=AS_OF, return_state=True).is_completed()
     pd.testing.assert_frame_equal(crm_state("salesforce")[WRITTEN], on_threads)
     assert on_threads["score"].notna().sum() > 800

@@ -14,7 +14,11 @@ class ConnectorSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LEADSYNC_", extra="ignore")
 
     write_concurrency: int = Field(
-        default=4, ge=1, le=16, description="write calls in flight at once, per CRM"
+        default=4,
+        ge=1,
+        le=16,
+        description="write calls in flight at once for one chunk; with LEADSYNC_CHUNKS_IN_FLIGHT "
+        "chunks written together, up to their product per CRM (HubSpot's pacing still holds)",
     )
     salesforce_bulk: bool = Field(
         default=True, description="use Bulk API 2.0 for large backfill reads and writes"

@@ -29,8 +29,7 @@ from bench.support import (
     sandbox_process,
     scratch_directory,
 )
-
-SEARCHES_PER_SECOND, CALLS_PER_SECOND = 5, 19  # 190 per 10 s
+from sandbox.hubspot import HubSpotSettings
 
 
 def main() -> None:
@@ -50,7 +49,10 @@ def main() -> None:
     search_page, batch = page_and_batch("hubspot")
     searches = math.ceil(report.read / search_page)
     other_calls = math.ceil(report.changed / batch) + report.usage.metadata
-    fastest_s = max(searches / SEARCHES_PER_SECOND, other_calls / CALLS_PER_SECOND)
+    limits = HubSpotSettings()  # the sandbox's budgets: Professional, as the run meets them
+    fastest_s = max(
+        searches / limits.search_per_second, other_calls / (limits.ten_second_limit / 10)
+    )
     allowed, achieved = report.read / fastest_s, report.read / run.wall_s
     streaming = report.read / report.elapsed  # from the first read to the last write
     rate_limited = sum(count for reason, count in retries.reasons.items() if "429" in reason)

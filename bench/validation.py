@@ -14,11 +14,13 @@ import math
 import time
 
 from connectors.credentials import SalesforceCredentials
+from connectors.hubspot import HubSpotConnector
 from connectors.retry import RetryPolicy
 from connectors.salesforce import SalesforceConnector, connect
 from connectors.settings import ConnectorSettings
 from expectations.suite import LeadContract
 from sandbox.http import FaultPlan
+from sandbox.hubspot import HubSpotSettings
 from sandbox.run import Sandbox, SandboxConfig
 from sandbox.seed import generate_leads
 
@@ -61,9 +63,13 @@ def main() -> None:
         f"read {read:,} leads from the Salesforce sandbox in {read_s:.2f}s "
         f"({calls} calls at {args.latency * 1000:.0f} ms latency)"
     )
-    hubspot_calls = math.ceil(args.rows / 200)
-    hubspot_s = hubspot_calls / 5.0  # searches of 200 at 5 per second
-    print(f"HubSpot would need {hubspot_calls} searches: at least {hubspot_s:.0f}s at 5/s")
+    searches_per_second = HubSpotSettings().search_per_second
+    hubspot_calls = math.ceil(args.rows / HubSpotConnector.page_size)
+    hubspot_s = hubspot_calls / searches_per_second
+    print(
+        f"HubSpot would need {hubspot_calls} searches: at least {hubspot_s:.0f}s at "
+        f"{searches_per_second}/s"
+    )
     print(
         json.dumps(
             {

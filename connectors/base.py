@@ -137,6 +137,7 @@ def write_in_batches(
     size: int,
     send: Callable[[pd.DataFrame], list[str | None]],
     batch_failures: tuple[type[Exception], ...],
+    *,
     describe: Callable[[Exception], str] = str,
     failure_prefix: str = "batch failed",
     concurrency: int = 1,

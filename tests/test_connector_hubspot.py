@@ -164,7 +164,7 @@ def test_concurrent_writes_are_paced_under_the_ten_second_budget(start_sandbox):
     )
     connector = HubSpotConnector(
         make_connector(sandbox).client,
-        limits=HubSpotLimits(per_ten_seconds=5),
+        limits=HubSpotLimits(per_ten_seconds=5, search_per_second=5),
         retry=RetryPolicy(attempts=1),  # a single 429 would fail the test
         write_concurrency=4,
     )

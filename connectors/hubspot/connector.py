@@ -53,10 +53,11 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class HubSpotLimits:
-    """The portal's request budgets (Professional and Enterprise: 190 per 10 s; search 5/s)."""
+    """The portal's request budgets (defaults, from ConnectorSettings: Professional and
+    Enterprise, 190 per 10 s and 5 searches per second)."""
 
-    per_ten_seconds: int = 190
-    search_per_second: int = 5
+    per_ten_seconds: int
+    search_per_second: int
 
     @classmethod
     def from_settings(cls, settings: ConnectorSettings) -> HubSpotLimits:
@@ -82,10 +83,11 @@ class HubSpotConnector:
         self,
         client: HubSpot,
         mapping: FieldMapping | None = None,
-        limits: HubSpotLimits = HubSpotLimits(),
+        limits: HubSpotLimits | None = None,
         retry: RetryPolicy = RetryPolicy(),
         write_concurrency: int = 1,
     ):
+        limits = limits or HubSpotLimits.from_settings(ConnectorSettings())
         self.client = client
         # Each attribute access of the client builds a new API client with its own connection
         # pool, so a new TLS handshake per call: the APIs are taken once and kept.
@@ -246,8 +248,8 @@ class HubSpotConnector:
             BATCH_SIZE,
             self._send,
             (Transient, *API_ERRORS, urllib3.exceptions.HTTPError),
-            _describe_failure,
-            self.write_concurrency,
+            describe=_describe_failure,
+            concurrency=self.write_concurrency,
         )
 
     def _send(self, batch: pd.DataFrame) -> list[str | None]:

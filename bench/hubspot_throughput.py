@@ -19,13 +19,11 @@ import json
 import math
 
 from bench.support import (
-    RetryCount,
     machine,
-    measure,
+    measured_sync,
     page_and_batch,
     point_at,
     prefect_server,
-    report_of,
     sandbox_process,
     scratch_directory,
 )
@@ -41,11 +39,7 @@ def main() -> None:
     options = ("--latency-seconds", str(args.latency))
     with sandbox_process(scratch / "crm", args.contacts, *options) as info, prefect_server():
         point_at(info, scratch / "ledger.sqlite3")
-        from flows.jobs import sync_leads
-
-        with RetryCount().attached() as retries:
-            run = measure(sync_leads, source="hubspot", return_state=True)
-    report = report_of(run.result)
+        run, report, retries = measured_sync("hubspot")
     search_page, batch = page_and_batch("hubspot")
     searches = math.ceil(report.read / search_page)
     other_calls = math.ceil(report.changed / batch) + report.usage.metadata
@@ -55,7 +49,7 @@ def main() -> None:
     )
     allowed, achieved = report.read / fastest_s, report.read / run.wall_s
     streaming = report.read / report.elapsed  # from the first read to the last write
-    rate_limited = sum(count for reason, count in retries.reasons.items() if "429" in reason)
+    rate_limited = sum(count for reason, count in retries.items() if "429" in reason)
     print(
         f"{report.read:,} contacts read, {report.written:,} written in {run.wall_s:.1f}s: "
         f"{achieved:,.0f}/s against {allowed:,.0f}/s the limits allow "
@@ -79,7 +73,7 @@ def main() -> None:
                 "read_calls": report.usage.reads,
                 "write_calls": report.usage.writes,
                 "responses_429": rate_limited,
-                "other_retries": sum(retries.reasons.values()) - rate_limited,
+                "other_retries": sum(retries.values()) - rate_limited,
                 "target_ratio_ok": achieved / allowed >= 0.9,
                 "target_no_429": rate_limited == 0,
                 "machine": machine(),

@@ -152,3 +152,13 @@ def report_of(state):
     if not hasattr(report, "usage"):
         raise SystemExit(f"the run ended {state.type.value}: {state.message}")
     return report
+
+
+def measured_sync(source: str, **parameters) -> tuple[Measured, object, Counter[str]]:
+    """One sync of `source`, measured: the measurement, the run's report, and its retries by
+    what the CRM answered."""
+    from flows.jobs import sync_leads
+
+    with RetryCount().attached() as retries:
+        run = measure(sync_leads, source=source, return_state=True, **parameters)
+    return run, report_of(run.result), retries.reasons

@@ -28,13 +28,11 @@ from pathlib import Path
 import pandas as pd
 
 from bench.support import (
-    RetryCount,
     machine,
-    measure,
+    measured_sync,
     page_and_batch,
     point_at,
     prefect_server,
-    report_of,
     sandbox_process,
     scratch_directory,
 )
@@ -81,11 +79,7 @@ def three_runs(source: str, leads: int, share: float) -> dict[str, dict]:
 
 
 def one_run(source: str, name: str) -> dict[str, object]:
-    from flows.jobs import sync_leads
-
-    with RetryCount().attached() as retries:
-        run = measure(sync_leads, source=source, overlap_minutes=0, return_state=True)
-    report = report_of(run.result)
+    run, report, retries = measured_sync(source, overlap_minutes=0)
     usage = report.usage
     page, batch = page_and_batch(source)
     minimum_reads = math.ceil(report.read / page)
@@ -104,7 +98,7 @@ def one_run(source: str, name: str) -> dict[str, object]:
         "write_ratio": round(usage.writes / minimum_writes, 2) if minimum_writes else None,
         "metadata_calls": usage.metadata,
         "rechecked_chunks": report.rechecked,
-        "retries": dict(retries.reasons),
+        "retries": dict(retries),
         "wall_s": round(run.wall_s, 2),
         "busy_s": busy,
         "validate_score_plan_share": round(cpu / run.wall_s, 3),

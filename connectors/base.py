@@ -31,6 +31,10 @@ class DailyLimitReached(ConnectorError):
     pass
 
 
+class WritingStopped(ConnectorError):
+    """The caller withdrew its permission to write (e.g. its write lease lapsed)."""
+
+
 class WriteInterrupted(ConnectorError):
     """A fatal error stopped a write part way: `report` says which records were written (the
     rest are failed), so they can be recorded before the run stops."""
@@ -115,8 +119,11 @@ class Connector(Protocol):
         """Open leads whose qualification is older than `qualified_before` or never made, and
         (with `cold_before`) Qualified leads with no engagement since `cold_before`."""
 
-    def write(self, updates: pd.DataFrame) -> pd.DataFrame:
-        """Write canonical write-back columns for `crm_id`s; columns crm_id, success, error."""
+    def write(
+        self, updates: pd.DataFrame, on_batch: Callable[[pd.DataFrame], None] | None = None
+    ) -> pd.DataFrame:
+        """Write canonical write-back columns for `crm_id`s; columns crm_id, success, error.
+        `on_batch` gets each batch's report as it returns (see `write_in_batches`)."""
 
     def usage(self) -> ApiUsage: ...
 
@@ -141,13 +148,17 @@ def write_in_batches(
     describe: Callable[[Exception], str] = str,
     failure_prefix: str = "batch failed",
     concurrency: int = 1,
+    on_batch: Callable[[pd.DataFrame], None] | None = None,
 ) -> pd.DataFrame:
     """Write `size` records at a time with `send`, which returns an error (or None) per record,
     with up to `concurrency` calls in flight; the report keeps the input order.
 
+    `on_batch` gets each batch's report as the batch returns, before another batch is sent, so
+    the caller can record it at once, and stop the writing by raising a ConnectorError (e.g.
+    WritingStopped).
     A batch whose call fails with one of `batch_failures` fails every one of its records and the
-    next batch goes on; a fatal ConnectorError sends no further batch, waits for those in flight,
-    and raises WriteInterrupted reporting what was written.
+    next batch goes on; a fatal ConnectorError sends no further batch, waits for those in flight
+    (still reporting them), and raises WriteInterrupted reporting what was written.
     """
     batches = [updates.iloc[start : start + size] for start in range(0, len(updates), size)]
     reports: list[pd.DataFrame | None] = [None] * len(batches)
@@ -163,6 +174,11 @@ def write_in_batches(
             errors = [f"{failure_prefix}: {describe(error)}"[:500]] * len(ids)
         return write_results(ids, errors)
 
+    def returned(index: int, future: Future) -> None:
+        reports[index] = future.result()
+        if on_batch is not None:
+            on_batch(reports[index])
+
     queued = iter(enumerate(batches))
     with ThreadPoolExecutor(max(1, concurrency), thread_name_prefix="crm-write") as pool:
         in_flight: dict[Future, int] = {}
@@ -177,9 +193,8 @@ def write_in_batches(
         while in_flight:
             finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
             for future in finished:
-                index = in_flight.pop(future)
                 try:
-                    reports[index] = future.result()
+                    returned(in_flight.pop(future), future)
                 except ConnectorError as error:
                     fatal = fatal or error
                 if fatal is None:

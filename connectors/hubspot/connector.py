@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -242,7 +242,9 @@ class HubSpotConnector:
             pd.concat(frames, ignore_index=True) if frames else records.to_frame([], self.mapping)
         )
 
-    def write(self, updates: pd.DataFrame) -> pd.DataFrame:
+    def write(
+        self, updates: pd.DataFrame, on_batch: Callable[[pd.DataFrame], None] | None = None
+    ) -> pd.DataFrame:
         return write_in_batches(
             updates,
             BATCH_SIZE,
@@ -250,6 +252,7 @@ class HubSpotConnector:
             (Transient, *API_ERRORS, urllib3.exceptions.HTTPError),
             describe=_describe_failure,
             concurrency=self.write_concurrency,
+            on_batch=on_batch,
         )
 
     def _send(self, batch: pd.DataFrame) -> list[str | None]:

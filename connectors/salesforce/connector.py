@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -144,7 +144,9 @@ class SalesforceConnector:
             pd.concat(frames, ignore_index=True) if frames else records.to_frame([], self.mapping)
         )
 
-    def write(self, updates: pd.DataFrame) -> pd.DataFrame:
+    def write(
+        self, updates: pd.DataFrame, on_batch: Callable[[pd.DataFrame], None] | None = None
+    ) -> pd.DataFrame:
         if self.settings.salesforce_bulk and self._reaches_bulk(len(updates)):
             # one ingest job, as one batch: a job that fails as a whole fails every record
             return write_in_batches(
@@ -153,6 +155,7 @@ class SalesforceConnector:
                 lambda job: self._call(lambda: bulk.update(self.client, job, self.mapping)),
                 (SalesforceError, SalesforceOperationError, Transient),
                 failure_prefix="Bulk API job failed",
+                on_batch=on_batch,
             )
         return write_in_batches(
             updates,
@@ -160,6 +163,7 @@ class SalesforceConnector:
             self._send,
             (Transient, SalesforceError),
             concurrency=self.settings.write_concurrency,
+            on_batch=on_batch,
         )
 
     def _send(self, batch: pd.DataFrame) -> list[str | None]:

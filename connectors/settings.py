@@ -32,3 +32,8 @@ class ConnectorSettings(BaseSettings):
         default=190, ge=1, description="the portal's burst budget (Free/Starter: 100)"
     )
     hubspot_searches_per_second: int = Field(default=5, ge=1)
+    budget_url: str | None = Field(
+        default=None,
+        description="where runs share each CRM account's API budget (a SQLAlchemy URL); "
+        "default: LEADSYNC_LEDGER_URL's database",
+    )

@@ -33,6 +33,7 @@ from connectors.base import (
     MissingFields,
     write_in_batches,
 )
+from connectors.budget import BudgetStore, account_key, store_url
 from connectors.credentials import HubSpotCredentials, hubspot_credentials
 from connectors.hubspot import records
 from connectors.hubspot.properties import CUSTOM_PROPERTIES
@@ -74,6 +75,14 @@ def connect(credentials: HubSpotCredentials) -> HubSpot:
     )
 
 
+def portal_account(credentials: HubSpotCredentials) -> str:
+    """The budget's name for the portal and app: HubSpot counts its limits per app in a
+    portal, and the token names both (hashed, never stored)."""
+    return "hubspot:" + account_key(
+        credentials.base_url.rstrip("/"), credentials.access_token.get_secret_value()
+    )
+
+
 class HubSpotConnector:
     source = "hubspot"
     page_size = SEARCH_PAGE
@@ -86,7 +95,11 @@ class HubSpotConnector:
         limits: HubSpotLimits | None = None,
         retry: RetryPolicy = RetryPolicy(),
         write_concurrency: int = 1,
+        budget: BudgetStore | None = None,
+        account: str = "",
     ):
+        """`budget`: where the portal's budgets are shared with every other run on `account`
+        (`portal_account`); without one, this connector paces only its own calls."""
         limits = limits or HubSpotLimits.from_settings(ConnectorSettings())
         self.client = client
         # Each attribute access of the client builds a new API client with its own connection
@@ -96,8 +109,14 @@ class HubSpotConnector:
         self._properties_api = client.crm.properties.core_api
         self.mapping = mapping or load_mapping(DEFAULT_MAPPING)
         self.retry, self.write_concurrency = retry, write_concurrency
-        self._pace = Pacer(limits.per_ten_seconds, 10.0 + WINDOW_MARGIN_SECONDS)
-        self._pace_search = Pacer(limits.search_per_second, 1.0 + SEARCH_WINDOW_MARGIN_SECONDS)
+        windows = {
+            "requests": (limits.per_ten_seconds, 10.0 + WINDOW_MARGIN_SECONDS),
+            "searches": (limits.search_per_second, 1.0 + SEARCH_WINDOW_MARGIN_SECONDS),
+        }
+        self._pace, self._pace_search = (
+            budget.window(f"{account}:{name}", *window) if budget else Pacer(*window)
+            for name, window in windows.items()
+        )
         self._calls = CallCounter()
         self._daily: tuple[int, int] | None = None  # (remaining, limit) from the last response
 
@@ -110,11 +129,14 @@ class HubSpotConnector:
     ) -> HubSpotConnector:
         settings = settings or ConnectorSettings()
         mapping = load_mapping(mapping_path) if mapping_path else None
+        credentials = hubspot_credentials(block)
         return cls(
-            connect(hubspot_credentials(block)),
+            connect(credentials),
             mapping,
             HubSpotLimits.from_settings(settings),
             write_concurrency=settings.write_concurrency,
+            budget=BudgetStore.at(store_url(settings.budget_url)),
+            account=portal_account(credentials),
         )
 
     @property

@@ -16,6 +16,7 @@ import sqlite3
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -117,6 +118,8 @@ class HubSpotApi:
         self.ten_seconds = RollingWindow(settings.ten_second_limit, 10.0)
         self.search_budget = RollingWindow(settings.search_per_second, 1.0)
         self.daily = DailyCounter(settings.daily_limit)
+        # 429s sent, by policy: TEN_SECONDLY_ROLLING, SECONDLY, DAILY, and "injected" (faults).
+        self.rate_limited: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._last_stamp = self._latest_stamp()
         self._routes: list[tuple[str, re.Pattern, Handler]] = [
@@ -144,8 +147,15 @@ class HubSpotApi:
         with self._lock:
             self._last_stamp = max(self._last_stamp, self._latest_stamp())
 
+    @property
+    def rate_limited_responses(self) -> int:
+        """The 429s the portal's budgets refused requests with (injected faults apart)."""
+        with self._lock:
+            return sum(n for policy, n in self.rate_limited.items() if policy != "injected")
+
     def fault_response(self, kind: str) -> Response:
         if kind == "rate_limited":
+            self._count_rate_limited("injected")
             refused = Verdict(False, self.ten_seconds.limit, 0, 1.0)
             return self._rate_limited("TEN_SECONDLY_ROLLING", refused, self._rate_headers(refused))
         return _error(
@@ -162,16 +172,21 @@ class HubSpotApi:
         daily = self.daily.take() if burst.allowed else None
         headers = self._rate_headers(None if is_search else burst)
         if not burst.allowed:
-            return self._rate_limited(
-                "SECONDLY" if is_search else "TEN_SECONDLY_ROLLING", burst, headers
-            )
+            policy = "SECONDLY" if is_search else "TEN_SECONDLY_ROLLING"
+            self._count_rate_limited(policy)
+            return self._rate_limited(policy, burst, headers)
         if not daily.allowed:
+            self._count_rate_limited("DAILY")
             return self._rate_limited("DAILY", daily, headers)
         response = self._route(request)
         response.headers.update(headers)
         return response
 
     # --- budgets and routing -----------------------------------------------------------------
+
+    def _count_rate_limited(self, policy: str) -> None:
+        with self._lock:
+            self.rate_limited[policy] += 1
 
     def _rate_headers(self, burst: Verdict | None) -> dict[str, str]:
         headers = {

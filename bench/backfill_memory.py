@@ -74,7 +74,7 @@ def child(size: int, source: str) -> dict:
 
 def backfill(size: int, source: str) -> dict:
     scratch = scratch_directory("memory")
-    from flows.jobs import backfill_leads
+    from flows.backfill import backfill_leads
 
     imports_mib = peak_rss_mib()
     with sandbox_process(scratch / "crm", size) as info, prefect_server():

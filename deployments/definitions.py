@@ -6,8 +6,8 @@ the UI's Run form come from the flows' docstrings (their Args sections).
 
 Two limits keep writes apart: each deployment runs one flow run at a time (`concurrency_limit`,
 later runs wait in Scheduled/AwaitingConcurrencySlot), and every writing flow run holds the
-global concurrency limit `leadsync-write-<source>` (flows/jobs.py, `_writing`), so a backfill, a
-sync, a requalification and a rollback never write to the same CRM at once.
+write lease `leadsync-write-<source>` in the ledger (flows/lease.py), so a backfill, a sync, a
+requalification and a rollback never write to the same CRM at once.
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ from prefect.deployments.runner import RunnerDeployment
 from prefect.schedules import Cron
 
 from connectors import SOURCES
-from flows.jobs import backfill_leads, requalify_leads, rollback_run, sync_leads
+from flows.backfill import backfill_leads
+from flows.jobs import requalify_leads, sync_leads
+from flows.rollback import rollback_run
 from flows.review import review_criteria
 
 LABELS = {"salesforce": "Salesforce", "hubspot": "HubSpot"}

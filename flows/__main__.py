@@ -15,7 +15,9 @@ import pandas as pd
 from prefect import Flow
 from prefect.utilities.callables import parameter_schema
 
-from flows.jobs import backfill_leads, requalify_leads, rollback_run, sync_leads
+from flows.backfill import backfill_leads
+from flows.jobs import requalify_leads, sync_leads
+from flows.rollback import rollback_run
 from flows.review import review_criteria
 
 COMMANDS: dict[str, Flow] = {

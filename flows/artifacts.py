@@ -8,7 +8,7 @@ import base64
 import pandas as pd
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from flows.pipeline import RunReport
+from flows.report import RunReport
 from scoring import Rules
 from scoring.review import CriteriaReview, Replay, Threshold
 

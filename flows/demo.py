@@ -13,7 +13,7 @@ import pandas as pd
 
 from connectors import SOURCES
 from flows.artifacts import show_status
-from flows.pipeline import RunReport
+from flows.report import RunReport
 from sandbox.run import Sandbox, SandboxConfig
 from scoring.review import CriteriaReview
 

@@ -1,49 +1,23 @@
-"""The audit ledger: every field leadsync wrote (old and new value, run, time), the watermark of
-each source, and the records still owed a retry. SQLite by default, any SQLAlchemy URL
-(e.g. PostgreSQL) through LEADSYNC_LEDGER_URL."""
+"""The ledger: leadsync's state in one database (flows/database.py). It holds the audit log of
+every field written (flows/audit.py, written ahead of each call), the watermark of each source,
+the records still owed a retry, and where a stopped backfill or rollback resumes."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pandas as pd
-from sqlalchemy import (
-    Column,
-    DateTime,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
-    create_engine,
-    delete,
-    insert,
-    select,
-)
-from sqlalchemy.engine import Engine
+from sqlalchemy import Column, DateTime, String, Table, Text, delete, insert, select
 
-DEFAULT_URL = "sqlite:///.leadsync/ledger.sqlite3"
-metadata = MetaData()
+from flows.audit import AuditLog
+from flows.database import engine_for, in_slices, ledger_url, metadata
 
-writes = Table(
-    "writes",
-    metadata,
-    Column("id", Integer, primary_key=True),
-    Column("run_id", String(64), nullable=False, index=True),
-    Column("source", String(32), nullable=False),
-    Column("crm_id", String(64), nullable=False, index=True),
-    Column("field", String(64), nullable=False),
-    Column("old", Text),
-    Column("new", Text),
-    Column("written_at", DateTime(timezone=True), nullable=False),
-)
 watermarks = Table(
     "watermarks",
     metadata,
-    Column("source", String(255), primary_key=True),  # a CRM, or a backfill's checkpoint
+    Column("source", String(255), primary_key=True),
     Column("watermark", DateTime(timezone=True), nullable=False),
     Column("run_id", String(64)),
     Column("updated_at", DateTime(timezone=True), nullable=False),
@@ -57,47 +31,31 @@ pending = Table(
     Column("run_id", String(64)),
     Column("recorded_at", DateTime(timezone=True), nullable=False),
 )
+progress = Table(
+    "progress",
+    metadata,
+    Column("key", String(512), primary_key=True),  # what the admin asked for, e.g. a backfill's
+    Column("until", DateTime(timezone=True)),  # the end the first attempt resolved, kept
+    Column("done", DateTime(timezone=True)),  # windows finished up to here
+    Column("position", Text),  # a full read's or a rollback's resume point
+    Column("run_id", String(64)),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
 
 
-ROWS_PER_INSERT = 5_000
+@dataclass(frozen=True)
+class Progress:
+    """How far a stopped long run got, under the key of what was asked for."""
+
+    until: datetime | None = None
+    done: datetime | None = None
+    position: str | None = None
 
 
 class Ledger:
     def __init__(self, url: str | None = None):
-        url = url or os.environ.get("LEADSYNC_LEDGER_URL") or DEFAULT_URL
-        if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
-            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        self.engine: Engine = create_engine(url)
-        metadata.create_all(self.engine)
-
-    def record_writes(self, run_id: str, source: str, changes: pd.DataFrame) -> None:
-        """`changes`: crm_id, field, old, new, for the records the CRM accepted. Inserted a
-        slice at a time, so a large chunk's rows never sit in memory twice over."""
-        if changes.empty:
-            return
-        now = datetime.now(UTC)
-        columns = changes[["crm_id", "field", "old", "new"]]
-        with self.engine.begin() as connection:
-            for start in range(0, len(columns), ROWS_PER_INSERT):
-                part = columns.iloc[start : start + ROWS_PER_INSERT]
-                rows = [
-                    {
-                        "run_id": run_id,
-                        "source": source,
-                        "crm_id": crm_id,
-                        "field": field,
-                        "old": as_text(old),
-                        "new": as_text(new),
-                        "written_at": now,
-                    }
-                    for crm_id, field, old, new in part.itertuples(index=False)
-                ]
-                connection.execute(insert(writes), rows)
-
-    def writes_of_run(self, run_id: str) -> pd.DataFrame:
-        with self.engine.connect() as connection:
-            rows = connection.execute(select(writes).where(writes.c.run_id == run_id)).mappings()
-            return pd.DataFrame(list(rows), columns=[c.name for c in writes.columns])
+        self.engine = engine_for(ledger_url(url))
+        self.audit = AuditLog(self.engine)
 
     def watermark(self, source: str) -> datetime | None:
         with self.engine.connect() as connection:
@@ -126,6 +84,36 @@ class Ledger:
         with self.engine.begin() as connection:
             connection.execute(delete(watermarks).where(watermarks.c.source == source))
 
+    def progress(self, key: str) -> Progress | None:
+        with self.engine.connect() as connection:
+            row = connection.execute(select(progress).where(progress.c.key == key)).first()
+        if row is None:
+            return None
+        stamp = lambda value: _utc(value) if value is not None else None  # noqa: E731
+        return Progress(stamp(row.until), stamp(row.done), row.position)
+
+    def save_progress(self, key: str, state: Progress, run_id: str | None) -> None:
+        with self.engine.begin() as connection:
+            connection.execute(delete(progress).where(progress.c.key == key))
+            connection.execute(
+                insert(progress),
+                [
+                    {
+                        "key": key,
+                        "until": state.until,
+                        "done": state.done,
+                        "position": state.position,
+                        "run_id": run_id,
+                        "updated_at": datetime.now(UTC),
+                    }
+                ],
+            )
+
+    def clear_progress(self, key: str) -> None:
+        """The long run finished: the same request made again starts afresh."""
+        with self.engine.begin() as connection:
+            connection.execute(delete(progress).where(progress.c.key == key))
+
     def owed(self, source: str) -> list[str]:
         """Records a previous run could not finish (failed or skipped writes): retried next run."""
         with self.engine.connect() as connection:
@@ -136,45 +124,44 @@ class Ledger:
             )
 
     def settle(self, source: str, crm_ids: Iterable[str]) -> None:
-        ids = list(crm_ids)
-        if not ids:
-            return
-        with self.engine.begin() as connection:
-            connection.execute(
-                delete(pending).where(pending.c.source == source, pending.c.crm_id.in_(ids))
-            )
+        """These records owe nothing any more."""
+        ids = list(dict.fromkeys(crm_ids))
+        if ids:
+            with self.engine.begin() as connection:
+                _settle(connection, source, ids)
 
     def owe(self, source: str, reasons: pd.DataFrame, run_id: str | None) -> None:
-        """`reasons`: crm_id and reason of each record the next run must retry."""
+        """`reasons`: crm_id and reason of each record the next run must retry; one row per
+        record (a record owed again gets the newer reason), in one transaction."""
         if reasons.empty:
             return
-        self.settle(source, reasons["crm_id"])
+        latest = reasons.drop_duplicates("crm_id", keep="last")
         now = datetime.now(UTC)
         with self.engine.begin() as connection:
-            connection.execute(
-                insert(pending),
-                [
-                    {
-                        "source": source,
-                        "crm_id": crm_id,
-                        "reason": str(reason)[:1000],
-                        "run_id": run_id,
-                        "recorded_at": now,
-                    }
-                    for crm_id, reason in reasons[["crm_id", "reason"]].itertuples(index=False)
-                ],
-            )
+            _settle(connection, source, latest["crm_id"].tolist())
+            for part in in_slices(latest[["crm_id", "reason"]].to_numpy().tolist(), 5_000):
+                connection.execute(
+                    insert(pending),
+                    [
+                        {
+                            "source": source,
+                            "crm_id": crm_id,
+                            "reason": str(reason)[:1000],
+                            "run_id": run_id,
+                            "recorded_at": now,
+                        }
+                        for crm_id, reason in part
+                    ],
+                )
 
 
-def as_text(value) -> str | None:
-    if value is None or (not isinstance(value, str) and pd.isna(value)):
-        return None
-    if isinstance(value, pd.Timestamp | datetime):
-        return pd.Timestamp(value).tz_convert("UTC").isoformat()
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
+def _settle(connection, source: str, ids: list[str]) -> None:
+    for part in in_slices(ids):
+        connection.execute(
+            delete(pending).where(pending.c.source == source, pending.c.crm_id.in_(part))
+        )
 
 
 def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+

@@ -6,7 +6,8 @@ stages overlap, as the CRM's limits, not the CPU, bound the job: the next chunk 
 one is scored, and a chunk's writes go on while the next ones are read and scored. Scoring
 runs on the flow's task runner (threads, or Dask); writes stay in the flow's process, where
 the connector paces them.
-`RunReport` accumulates what on-call and RevOps read afterwards.
+Every write is in the audit ledger before it is sent and confirmed as its batch returns
+(flows/audit.py); `RunReport` (flows/report.py) accumulates what on-call and RevOps read.
 """
 
 from __future__ import annotations
@@ -27,68 +28,16 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from connectors import Connector
-from connectors.base import ApiUsage, WriteInterrupted, write_results
-from expectations.suite import REASON_COLUMN, LeadContract
+from connectors.base import WriteInterrupted, WritingStopped
+from expectations.suite import LeadContract
 from flows.ledger import Ledger
 from flows.plan import Plan, plan_updates
+from flows.report import RunReport
 from flows.settings import JobSettings
 from scoring import Rules, score
 
-QUARANTINE_SAMPLE = 200
-EXAMPLES_PER_TRANSITION = 3
-SCORE_BANDS = [-1, 19, 39, 59, 79, 100]
-SCORE_LABELS = ["0-19", "20-39", "40-59", "60-79", "80-100"]
-STAGES = ("read", "validate", "score", "plan", "write")
 READ_AHEAD = 2  # chunks read before they are needed
 T = TypeVar("T")
-
-
-@dataclass
-class RunReport:
-    read: int = 0
-    valid: int = 0
-    quarantined: int = 0
-    scored: int = 0
-    changed: int = 0
-    written: int = 0
-    failed: int = 0
-    skipped: int = 0  # a person changed the lead after it was read: retried next run
-    transitions: pd.DataFrame = field(
-        default_factory=lambda: pd.DataFrame(columns=["from", "to", "leads"])
-    )
-    examples: list[dict] = field(default_factory=list)
-    quarantine: list[dict] = field(default_factory=list)
-    failures: list[dict] = field(default_factory=list)
-    scores: pd.Series = field(default_factory=lambda: pd.Series(0, index=SCORE_LABELS))
-    seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
-    elapsed: float = 0.0  # seconds from the first read to the last write recorded
-    rechecked: int = 0  # chunks re-read before writing, as they waited long
-    usage: ApiUsage | None = None  # the connector's calls, when the run ends
-
-    def add_seconds(self, stage: str, seconds: float) -> None:
-        self.seconds[stage] += seconds
-
-    def add_plan(self, chunk: pd.DataFrame, scored: pd.DataFrame, plan: Plan) -> None:
-        self.scored += len(scored)
-        self.changed += len(plan.updates)
-        moves = plan.transitions
-        if not moves.empty:
-            merged = pd.concat([self.transitions, moves]).groupby(["from", "to"], dropna=False)
-            self.transitions = merged["leads"].sum().reset_index()
-        status_changes = plan.changes[plan.changes["field"] == "status"]
-        reasons = pd.Series(scored["reason"].astype(str).to_numpy(), index=chunk["crm_id"])
-        for (old, new), rows in status_changes.groupby(["old", "new"], dropna=False):
-            have = sum(1 for e in self.examples if (e["from"], e["to"]) == (old, new))
-            for crm_id in rows["crm_id"].head(max(0, EXAMPLES_PER_TRANSITION - have)):
-                self.examples.append(
-                    {"crm_id": crm_id, "from": old, "to": new, "reason": reasons[crm_id]}
-                )
-        banded = pd.cut(scored["score"], SCORE_BANDS, labels=SCORE_LABELS).value_counts()
-        self.scores = self.scores.add(banded.reindex(SCORE_LABELS, fill_value=0), fill_value=0)
-
-    @property
-    def has_failures(self) -> bool:
-        return self.failed > 0
 
 
 @dataclass(frozen=True)
@@ -121,14 +70,21 @@ def score_chunk(
 
 @task(name="write-updates", cache_policy=NO_CACHE, task_run_name="write-{label}")
 def write_updates(
-    connector: Connector, updates: pd.DataFrame, read: pd.DataFrame, label: str, recheck: bool
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Write `updates`. With `recheck` (the chunk was read a while ago), first re-read the
-    leads and skip those modified since `read`, so a rep's edit while the chunk waited is not
-    overwritten.
-    Returns the write report and the skipped leads with why."""
+    connector: Connector,
+    updates: pd.DataFrame,
+    read: pd.DataFrame,
+    label: str,
+    recheck: bool,
+    on_batch: Callable[[pd.DataFrame], None],
+) -> pd.DataFrame:
+    """Write `updates`, handing each batch's report to `on_batch` as it returns. With
+    `recheck` (the chunk was read a while ago), first re-read the leads and skip those modified
+    since `read`, so a rep's edit while the chunk waited is not overwritten; leads gone from the
+    CRM since (deleted, merged) are not written either.
+    Returns the skipped leads with why."""
     if not recheck:
-        return connector.write(updates), _no_skips()
+        connector.write(updates, on_batch)
+        return _no_skips()
     current = connector.read_by_ids(updates["crm_id"].tolist())
     before = read.set_index("crm_id")["modified_at"]
     now = current.set_index("crm_id")["modified_at"]
@@ -139,10 +95,10 @@ def write_updates(
             "reason": ["changed in the CRM since it was read; rescored next run"] * len(touched),
         }
     )
-    # Leads gone from the CRM since (deleted, merged) are neither written nor owed.
     to_write = updates[updates["crm_id"].isin(now.index) & ~updates["crm_id"].isin(touched)]
-    report = connector.write(to_write) if len(to_write) else write_results([], [])
-    return report, skipped
+    if len(to_write):
+        connector.write(to_write, on_batch)
+    return skipped
 
 
 @dataclass(frozen=True)
@@ -186,13 +142,18 @@ class Pending:
 
 @dataclass
 class _Writing:
-    """Writes in flight."""
+    """Writes in flight, and the leads whose outcome is already recorded."""
 
     future: Future
     pending: Pending
+    recorded: set[str] = field(default_factory=set)
 
 
 class Pipeline:
+    """Leads through the job. Every write is in the audit ledger before it is sent (an
+    intent) and confirmed as its batch returns; `check_lease` is asked before each batch, and
+    stops the writing by raising WritingStopped when this run may no longer write."""
+
     def __init__(
         self,
         connector: Connector,
@@ -203,11 +164,14 @@ class Pipeline:
         run_id: str,
         dry_run: bool,
         settings: JobSettings | None = None,
+        check_lease: Callable[[], None] = lambda: None,
     ):
         self.connector, self.ledger, self.rules, self.contract = connector, ledger, rules, contract
         self.as_of, self.run_id, self.dry_run = as_of, run_id, dry_run
         self.settings = settings or JobSettings()
+        self.check_lease = check_lease
         self.report = RunReport()
+        self._recording = threading.Lock()  # batches return on the write threads
 
     def process_all(self, pages: Iterable[pd.DataFrame], label: str = "") -> RunReport:
         """Every page of leads through the job, combined into chunks so that each call of the
@@ -235,9 +199,9 @@ class Pipeline:
                 if waiting is not None and len(waiting.updates):
                     self._start_write(pool, writing, waiting, f"{prefix}-last")
                 while writing:
-                    self._record(writing.popleft())
+                    self._finish_write(writing.popleft())
             finally:
-                self._record_all(writing)  # after a stop: what was written is still recorded
+                self._finish_all(writing)  # after a stop: what was written is still recorded
                 self.report.elapsed += time.perf_counter() - started
         return self.report
 
@@ -253,9 +217,7 @@ class Pipeline:
         result = score_chunk.submit(chunk, self.rules, self.contract, self.as_of, label).result()
         for stage, seconds in result.seconds.items():
             report.add_seconds(stage, seconds)
-        report.valid += len(result.valid)
-        report.quarantined += len(result.quarantined)
-        report.quarantine += _sample(result.quarantined, QUARANTINE_SAMPLE - len(report.quarantine))
+        report.add_validation(result.valid, result.quarantined)
         report.add_plan(result.valid, result.scored, result.plan)
         if self.dry_run:
             return None
@@ -272,59 +234,80 @@ class Pipeline:
         self, pool: ThreadPoolExecutor, writing: deque[_Writing], pending: Pending, label: str
     ) -> None:
         while len(writing) >= self.settings.chunks_in_flight:
-            self._record(writing.popleft())
+            self._finish_write(writing.popleft())
+        self.check_lease()
+        self.ledger.audit.intend(self.run_id, self.connector.source, pending.changes)
         recheck = time.time() - pending.read_at >= self.settings.recheck_after_seconds
         self.report.rechecked += recheck
+        recorded: set[str] = set()
         future = pool.submit(
             contextvars.copy_context().run,  # the task runs as a child of this flow run
             self._timed_write,
             pending,
             label,
             recheck,
+            lambda batch: self._record_batch(batch, recorded),
         )
-        writing.append(_Writing(future, pending))
+        writing.append(_Writing(future, pending, recorded))
 
     def _timed_write(
-        self, pending: Pending, label: str, recheck: bool
-    ) -> tuple[pd.DataFrame, pd.DataFrame, float]:
+        self,
+        pending: Pending,
+        label: str,
+        recheck: bool,
+        on_batch: Callable[[pd.DataFrame], None],
+    ) -> tuple[pd.DataFrame, float]:
         started = time.perf_counter()
-        written, skipped = write_updates(
-            self.connector, pending.updates, pending.read, label, recheck
+        skipped = write_updates(
+            self.connector, pending.updates, pending.read, label, recheck, on_batch
         )
-        return written, skipped, time.perf_counter() - started
+        return skipped, time.perf_counter() - started
 
-    def _record(self, writing: _Writing) -> None:
+    def _record_batch(self, written: pd.DataFrame, recorded: set[str]) -> None:
+        """A batch returned: confirm its writes in the ledger, owe its failures; then make sure
+        this run may still write before the next batch goes."""
+        source, ledger = self.connector.source, self.ledger
+        accepted = written["success"].astype(bool)
+        succeeded, failed = written.loc[accepted, "crm_id"], written.loc[~accepted]
+        ledger.audit.confirm(self.run_id, source, succeeded, failed["crm_id"])
+        ledger.settle(source, succeeded)
+        ledger.owe(source, failed.rename(columns={"error": "reason"}), self.run_id)
+        with self._recording:
+            recorded.update(written["crm_id"])
+            self.report.add_written(len(succeeded), failed[["crm_id", "error"]])
+        self.check_lease()
+
+    def _finish_write(self, writing: _Writing) -> None:
+        """Wait for a chunk's writes and settle every lead whose batch did not report: leads
+        a person changed since the read are owed, leads gone from the CRM are settled."""
         try:
-            written, skipped, seconds = writing.future.result()
+            skipped, seconds = writing.future.result()
         except WriteInterrupted as stop:  # record what was written, then stop the run
-            self._record_writes(writing.pending, stop.report, _no_skips())
+            unrecorded = stop.report[~stop.report["crm_id"].isin(writing.recorded)]
+            self._record_batch_quietly(unrecorded, writing.recorded)
             raise stop.cause from stop
         self.report.add_seconds("write", seconds)
-        self._record_writes(writing.pending, written, skipped)
+        source, ids = self.connector.source, writing.pending.updates["crm_id"]
+        unsent = ids[~ids.isin(writing.recorded)]
+        self.ledger.audit.confirm(self.run_id, source, [], unsent)
+        self.ledger.settle(source, unsent[~unsent.isin(skipped["crm_id"])])
+        self.ledger.owe(source, skipped, self.run_id)
+        self.report.skipped += len(skipped)
 
-    def _record_all(self, writing: deque[_Writing]) -> None:
+    def _record_batch_quietly(self, written: pd.DataFrame, recorded: set[str]) -> None:
+        try:
+            self._record_batch(written, recorded)
+        except WritingStopped:  # recorded; the run is stopping anyway
+            pass
+
+    def _finish_all(self, writing: deque[_Writing]) -> None:
+        """After a stop: wait for the writes still in flight, recording what they wrote.
+        An intent left open (the ledger itself failed) is reconciled by the next run."""
         while writing:
             try:
-                self._record(writing.popleft())
+                self._finish_write(writing.popleft())
             except Exception:  # noqa: BLE001 - the run already stops with the first error
                 continue
-
-    def _record_writes(
-        self, pending: Pending, written: pd.DataFrame, skipped: pd.DataFrame
-    ) -> None:
-        source, report = self.connector.source, self.report
-        succeeded = written.loc[written["success"].astype(bool), "crm_id"]
-        failed = written.loc[~written["success"].astype(bool), ["crm_id", "error"]]
-        changes = pending.changes
-        self.ledger.record_writes(self.run_id, source, changes[changes["crm_id"].isin(succeeded)])
-        owed = pd.concat([failed.rename(columns={"error": "reason"}), skipped], ignore_index=True)
-        ids = pending.updates["crm_id"]
-        self.ledger.settle(source, ids[~ids.isin(owed["crm_id"])])
-        self.ledger.owe(source, owed, self.run_id)
-        report.written += len(succeeded)
-        report.failed += len(failed)
-        report.skipped += len(skipped)
-        report.failures += failed.head(QUARANTINE_SAMPLE - len(report.failures)).to_dict("records")
 
 
 def chunks_of(
@@ -402,12 +385,3 @@ def read_ahead(items: Iterable[T], depth: int = READ_AHEAD) -> Iterator[T]:
 
 def _no_skips() -> pd.DataFrame:
     return pd.DataFrame(columns=["crm_id", "reason"])
-
-
-def _sample(quarantined: pd.DataFrame, room: int) -> list[dict]:
-    if room <= 0 or quarantined.empty:
-        return []
-    # The reason next to the id: the artifact's table is wider than the screen.
-    sample = quarantined[["crm_id", REASON_COLUMN, "email", "company"]].head(room)
-    sample = sample.rename(columns={REASON_COLUMN: "reason"})
-    return sample.astype(object).where(sample.notna(), None).to_dict("records")

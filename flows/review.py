@@ -13,7 +13,7 @@ from prefect.states import Completed, State
 from expectations.frame import conform
 from expectations.suite import LeadContract
 from flows.artifacts import publish_review
-from flows.jobs import Source, as_of_or_now, checked_connector, run_name, stops_clearly
+from flows.runs import Source, as_of_or_now, checked_connector, run_name, stops_clearly
 from flows.pipeline import chunks_of
 from flows.settings import JobSettings
 from scoring import DEFAULT_RULES_PATH, load_rules

@@ -42,6 +42,23 @@ class JobSettings(BaseSettings):
         description="re-read a chunk's leads before writing when it was read longer ago than "
         "this, so a person's edit while it waited is not overwritten",
     )
+    write_lease_seconds: float = Field(
+        default=120.0,
+        ge=4,
+        description="time to live of a run's write lease, renewed every quarter of it; a "
+        "holder on another host that died is taken over after this (on the same host, at once)",
+    )
+    write_wait_seconds: float = Field(
+        default=3600.0,
+        ge=0,
+        description="how long a run waits for another live run's write lease before it fails",
+    )
+    run_timeout_seconds: float = Field(
+        default=6 * 3600.0,
+        ge=0,
+        description="a run still going after this ends Failed and frees its write lease "
+        "(0: no limit)",
+    )
 
 
 def task_runner(settings: JobSettings | None = None) -> TaskRunner:

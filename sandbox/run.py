@@ -8,6 +8,7 @@ import os
 import secrets
 import tempfile
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,8 @@ from sandbox.store import Database
 class SandboxConfig:
     leads: int = 1_000  # per CRM, seeded on first start only
     seed: int = 0
+    seeded_at: datetime | None = None  # the data's "now" (default: the start); with `seed`,
+    # it reproduces the same leads
     data_dir: Path | None = None  # None: in memory, gone when stopped
     salesforce_port: int = 0  # 0: any free port
     hubspot_port: int = 0
@@ -126,9 +129,15 @@ class Sandbox:
     def _seed_empty(self) -> None:
         config = self.config
         if config.leads and self.salesforce.lead_count() == 0:
-            self.salesforce.seed(generate_leads(config.leads, seed=config.seed, mix=config.mix))
+            self.salesforce.seed(
+                generate_leads(config.leads, seed=config.seed, now=config.seeded_at, mix=config.mix)
+            )
         if config.leads and self.hubspot.contact_count() == 0:
-            self.hubspot.seed(generate_leads(config.leads, seed=config.seed + 1, mix=config.mix))
+            self.hubspot.seed(
+                generate_leads(
+                    config.leads, seed=config.seed + 1, now=config.seeded_at, mix=config.mix
+                )
+            )
 
 
 def _tokens(directory: Path | None) -> dict[str, str]:

@@ -31,15 +31,18 @@ def test_writes_round_trip_as_text_in_order(ledger):
             "new": [71.0, stamp, "Qualified"],
         }
     )
-    ledger.record_writes("run-1", "hubspot", changes)
-    ledger.record_writes("run-2", "hubspot", changes.iloc[:1])
-    written = ledger.writes_of_run("run-1")
+    ledger.audit.record_written("run-1", "hubspot", changes)
+    ledger.audit.record_written("run-2", "hubspot", changes.iloc[:1])
+    written = ledger.audit.writes_of_run("run-1")
     assert written[["crm_id", "field", "old", "new"]].fillna("-").values.tolist() == [
         ["a", "score", "-", "71"],
         ["a", "qualified_at", "-", "2026-11-02T08:30:00+00:00"],
         ["b", "status", "Open", "Qualified"],
     ]
     assert written["id"].is_monotonic_increasing and set(written["run_id"]) == {"run-1"}
+    first_lead = ledger.audit.writes_of_run("run-1", leads=1)
+    assert set(first_lead["crm_id"]) == {"a"} and len(first_lead) == 2  # a page of whole leads
+    assert ledger.audit.writes_of_run("run-1", after="a")["crm_id"].tolist() == ["b"]
 
 
 def test_watermarks_keep_their_instant_and_are_replaced(ledger):
@@ -61,3 +64,22 @@ def test_owed_records_are_kept_per_source_until_settled(ledger):
     assert sorted(ledger.owed("hubspot")) == ["1", "2"] and ledger.owed("salesforce") == []
     ledger.settle("hubspot", ["1"])
     assert ledger.owed("hubspot") == ["2"]
+
+
+def test_owed_records_settle_in_one_call_beyond_sqlites_parameter_limit(ledger):
+    ids = [f"00Q{number:012d}" for number in range(40_000)]
+    ledger.owe("salesforce", pd.DataFrame({"crm_id": ids, "reason": "x"}), "run-1")
+    assert len(ledger.owed("salesforce")) == 40_000
+    ledger.settle("salesforce", ids)
+    assert ledger.owed("salesforce") == []
+
+
+def test_a_backfills_progress_is_kept_under_its_key_until_cleared(ledger):
+    from flows.ledger import Progress
+
+    until = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+    assert ledger.progress("backfill:hubspot:-:-:7d") is None
+    ledger.save_progress("backfill:hubspot:-:-:7d", Progress(until=until, position="42"), "r")
+    assert ledger.progress("backfill:hubspot:-:-:7d") == Progress(until, None, "42")
+    ledger.clear_progress("backfill:hubspot:-:-:7d")
+    assert ledger.progress("backfill:hubspot:-:-:7d") is None

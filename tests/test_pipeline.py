@@ -52,7 +52,7 @@ def test_read_ahead_keeps_order_and_raises_the_readers_error_here():
 
 
 def test_rollback_restores_first_old_values_and_leaves_changed_or_gone_leads():
-    from flows.jobs import _restorable
+    from flows.rollback import restorable
 
     written = pd.DataFrame(
         {
@@ -67,9 +67,9 @@ def test_rollback_restores_first_old_values_and_leaves_changed_or_gone_leads():
         {"score": [30.0, 7.0, 4.0], "status": ["Qualified", None, "Nurture"]},
         index=pd.Index(["a", "b", "c"]),
     )
-    restore, changed = _restorable(written, current)
-    assert sorted(changed) == ["b", "gone"]  # b's score moved on since; gone is not in the CRM
-    restored = restore.set_index("crm_id")
+    page = restorable(written, current)
+    assert sorted(page.changed) == ["b", "gone"]  # b's score moved on since; gone is not in the CRM
+    restored = page.restore.set_index("crm_id")
     assert restored["score"].to_dict() == {"a": 10.0, "c": 3.0}  # a's first old value
     assert pd.isna(restored.loc["a", "status"])  # it had none before the run
     assert restored.loc["c", "status"] == "Nurture"  # not written by the run: left as it is

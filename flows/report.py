@@ -1,0 +1,82 @@
+"""What a run did, as on-call and RevOps read it afterwards: counts, transitions with examples,
+score bands, quarantined and failed samples, busy seconds per stage and API usage."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from connectors.base import ApiUsage
+from expectations.suite import REASON_COLUMN
+from flows.plan import Plan
+
+QUARANTINE_SAMPLE = 200
+EXAMPLES_PER_TRANSITION = 3
+SCORE_BANDS = [-1, 19, 39, 59, 79, 100]
+SCORE_LABELS = ["0-19", "20-39", "40-59", "60-79", "80-100"]
+STAGES = ("read", "validate", "score", "plan", "write")
+
+
+@dataclass
+class RunReport:
+    read: int = 0
+    valid: int = 0
+    quarantined: int = 0
+    scored: int = 0
+    changed: int = 0
+    written: int = 0
+    failed: int = 0
+    skipped: int = 0  # a person changed the lead after it was read: retried next run
+    transitions: pd.DataFrame = field(
+        default_factory=lambda: pd.DataFrame(columns=["from", "to", "leads"])
+    )
+    examples: list[dict] = field(default_factory=list)
+    quarantine: list[dict] = field(default_factory=list)
+    failures: list[dict] = field(default_factory=list)
+    scores: pd.Series = field(default_factory=lambda: pd.Series(0, index=SCORE_LABELS))
+    seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+    elapsed: float = 0.0  # seconds from the first read to the last write recorded
+    rechecked: int = 0  # chunks re-read before writing, as they waited long
+    usage: ApiUsage | None = None  # the connector's calls, when the run ends
+
+    def add_seconds(self, stage: str, seconds: float) -> None:
+        self.seconds[stage] += seconds
+
+    def add_validation(self, valid: pd.DataFrame, quarantined: pd.DataFrame) -> None:
+        self.valid += len(valid)
+        self.quarantined += len(quarantined)
+        room = QUARANTINE_SAMPLE - len(self.quarantine)
+        if room > 0 and not quarantined.empty:
+            # The reason next to the id: the artifact's table is wider than the screen.
+            sample = quarantined[["crm_id", REASON_COLUMN, "email", "company"]].head(room)
+            sample = sample.rename(columns={REASON_COLUMN: "reason"})
+            self.quarantine += sample.astype(object).where(sample.notna(), None).to_dict("records")
+
+    def add_written(self, written: int, failed: pd.DataFrame) -> None:
+        """A batch's outcome: `failed` has crm_id and error of each record refused."""
+        self.written += written
+        self.failed += len(failed)
+        self.failures += failed.head(QUARANTINE_SAMPLE - len(self.failures)).to_dict("records")
+
+    def add_plan(self, chunk: pd.DataFrame, scored: pd.DataFrame, plan: Plan) -> None:
+        self.scored += len(scored)
+        self.changed += len(plan.updates)
+        moves = plan.transitions
+        if not moves.empty:
+            merged = pd.concat([self.transitions, moves]).groupby(["from", "to"], dropna=False)
+            self.transitions = merged["leads"].sum().reset_index()
+        status_changes = plan.changes[plan.changes["field"] == "status"]
+        reasons = pd.Series(scored["reason"].astype(str).to_numpy(), index=chunk["crm_id"])
+        for (old, new), rows in status_changes.groupby(["old", "new"], dropna=False):
+            have = sum(1 for e in self.examples if (e["from"], e["to"]) == (old, new))
+            for crm_id in rows["crm_id"].head(max(0, EXAMPLES_PER_TRANSITION - have)):
+                self.examples.append(
+                    {"crm_id": crm_id, "from": old, "to": new, "reason": reasons[crm_id]}
+                )
+        banded = pd.cut(scored["score"], SCORE_BANDS, labels=SCORE_LABELS).value_counts()
+        self.scores = self.scores.add(banded.reindex(SCORE_LABELS, fill_value=0), fill_value=0)
+
+    @property
+    def has_failures(self) -> bool:
+        return self.failed > 0

@@ -1,0 +1,176 @@
+"""Crash-exact: a run SIGKILLed in the middle of its writes leaves every value it wrote in the
+audit ledger, the next run starts writing at once and finishes the job, and a rollback of the
+killed run undoes what it wrote. The killed runs are real `python -m flows` processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from prefect.settings import PREFECT_API_URL
+from prefect.testing.utilities import prefect_test_harness
+from sqlalchemy import select
+
+from connectors import connector_for
+from flows.audit import as_text, writes
+from flows.backfill import backfill_leads
+from flows.jobs import sync_leads
+from flows.ledger import Ledger
+from flows.rollback import rollback_run
+from sandbox.http import FaultPlan
+
+SOURCES = ("salesforce", "hubspot")
+WRITTEN = ["status", "score", "reason", "qualified_at"]
+LEADS = 1_200
+SCORE_COLUMN = {"salesforce": "Lead_Score__c", "hubspot": "leadsync_score"}
+SLOW = FaultPlan(latency_seconds=0.25)  # a write batch takes a quarter second: time to kill
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def prefect_api():
+    with prefect_test_harness(server_startup_timeout=120):
+        yield PREFECT_API_URL.value()
+
+
+@pytest.fixture
+def as_of() -> pd.Timestamp:
+    return pd.Timestamp.now(tz="UTC").floor("s")
+
+
+@pytest.fixture
+def crm(start_sandbox, tmp_path, monkeypatch, prefect_api, as_of):
+    """Sandbox CRMs holding the same leads, the connectors and the ledger pointed at them."""
+    for name in ("SALESFORCE_SESSION_ID", "SALESFORCE_USERNAME", "HUBSPOT_ACCESS_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("LEADSYNC_WRITE_CONCURRENCY", "1")
+
+    def start(name: str, **config):
+        sandbox = start_sandbox(**{"leads": LEADS, "seed": 11, "seeded_at": as_of, **config})
+        sandbox.write_info(tmp_path / f"{name}.json")
+        monkeypatch.setenv("LEADSYNC_SANDBOX_INFO", str(tmp_path / f"{name}.json"))
+        monkeypatch.setenv("LEADSYNC_LEDGER_URL", f"sqlite:///{tmp_path / name}.sqlite3")
+        return sandbox
+
+    return start
+
+
+def crm_state(source: str) -> pd.DataFrame:
+    return pd.concat(connector_for(source).read_all()).set_index("crm_id").sort_index()
+
+
+def scored_in_sandbox(sandbox, source: str) -> int:
+    api = sandbox.salesforce if source == "salesforce" else sandbox.hubspot
+    return api.table.count(f'"{SCORE_COLUMN[source]}" IS NOT NULL')
+
+
+def command(kind: str, source: str, as_of: pd.Timestamp) -> list[str]:
+    if kind == "sync":
+        return ["sync", "--source", source, "--as-of", as_of.isoformat()]
+    start = (as_of - pd.Timedelta(days=31)).isoformat()
+    return ["backfill", "--source", source, "--start", start, "--window-days", "5",
+            "--as-of", as_of.isoformat()]  # no --end: a retry must keep the first one's
+
+
+def run_in_process(kind: str, source: str, as_of: pd.Timestamp):
+    if kind == "sync":
+        return sync_leads(source=source, as_of=as_of, return_state=True)
+    return backfill_leads(
+        source=source, start=as_of - pd.Timedelta(days=31), window_days=5, as_of=as_of,
+        return_state=True,
+    )
+
+
+def kill_mid_write(sandbox, source: str, args: list[str], prefect_api: str) -> int:
+    """Run `python -m flows ARGS` and SIGKILL it once some write batches were accepted;
+    returns how many leads the CRM then shows scored."""
+    before = scored_in_sandbox(sandbox, source)
+    env = {**os.environ, "PREFECT_API_URL": prefect_api, "PREFECT_LOGGING_LEVEL": "WARNING"}
+    process = subprocess.Popen([sys.executable, "-m", "flows", *args], cwd=ROOT, env=env)
+    deadline = time.monotonic() + 180
+    try:
+        while scored_in_sandbox(sandbox, source) - before < 300:
+            assert process.poll() is None, "the run ended before it could be killed"
+            assert time.monotonic() < deadline, "the run never wrote"
+            time.sleep(0.02)
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.kill()
+        process.wait()
+    return scored_in_sandbox(sandbox, source) - before
+
+
+def as_texts(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame[WRITTEN].astype(object).map(as_text).fillna("-").astype(str)
+
+
+def differs(one: pd.DataFrame, other: pd.DataFrame) -> pd.DataFrame:
+    return one != other
+
+
+@pytest.mark.parametrize("kind", ["sync", "backfill"])
+@pytest.mark.parametrize("source", SOURCES)
+def test_a_run_killed_mid_write_is_audited_finished_by_the_rerun_and_rolled_back(
+    crm, source, kind, as_of, prefect_api
+):
+    crm("clean")
+    assert run_in_process(kind, source, as_of).is_completed()
+    expected = as_texts(crm_state(source))
+
+    sandbox = crm("killed", faults=SLOW)
+    before = as_texts(crm_state(source))
+    written_before_kill = kill_mid_write(sandbox, source, command(kind, source, as_of), prefect_api)
+    changed = differs(expected, before).any(axis=1).sum()
+    assert 300 <= written_before_kill < changed  # killed part way through its writes
+
+    started = pd.Timestamp.now(tz="UTC")
+    rerun = run_in_process(kind, source, as_of)  # the same command again
+    assert rerun.is_completed(), rerun.message
+    after = as_texts(crm_state(source))
+    pd.testing.assert_frame_equal(after.reset_index(drop=True), expected.reset_index(drop=True))
+
+    rerun_id = str(rerun.state_details.flow_run_id)
+    audit = Ledger().audit
+    assert audit.count_open(source) == 0
+    rows = pd.concat(
+        [audit.writes_of_run(run, source) for run in _runs_with_writes(source)], ignore_index=True
+    )
+    per_field = rows.groupby(["crm_id", "field"]).size()
+    assert (per_field == 1).all()  # one ledger row per field the CRM shows written
+    cells = differs(after, before).stack()
+    assert set(per_field.index) == set(cells.index[cells.to_numpy()])
+    for cell, value in rows.set_index(["crm_id", "field"])["new"].fillna("-").items():
+        assert after.at[cell] == value
+    first_write = pd.Timestamp(rows.loc[rows["run_id"] == rerun_id, "written_at"].min())
+    killed_runs = set(rows["run_id"]) - {rerun_id}
+    assert len(killed_runs) == 1
+    killed = killed_runs.pop()
+    assert _utc(first_write) - started < pd.Timedelta(minutes=5)
+
+    undone = rollback_run(source=source, run_id=killed, return_state=True)
+    assert undone.is_completed(), undone.message
+    restored = as_texts(crm_state(source))
+    by_killed = rows.loc[rows["run_id"] == killed, "crm_id"].unique()
+    assert len(by_killed) >= 300
+    pd.testing.assert_frame_equal(restored.loc[by_killed], before.loc[by_killed])
+    others = after.index.difference(by_killed)
+    pd.testing.assert_frame_equal(restored.loc[others], after.loc[others])
+
+
+def _runs_with_writes(source: str) -> list[str]:
+    with Ledger().engine.connect() as connection:
+        return list(
+            connection.execute(
+                select(writes.c.run_id).where(writes.c.source == source).distinct()
+            ).scalars()
+        )
+
+
+def _utc(stamp: pd.Timestamp) -> pd.Timestamp:
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")

@@ -27,6 +27,8 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import NamedTuple
 
+import requests
+from requests.adapters import BaseAdapter
 from sqlalchemy import (
     Column,
     Double,
@@ -316,6 +318,29 @@ class ConcurrencyCap:
             yield
         finally:
             self.store.release(lease)
+
+
+class CappedAdapter(BaseAdapter):
+    """A requests transport that holds a lease of `cap` while each request is sent, around the
+    adapter it wraps (its retries, timeouts and pool stay as they are)."""
+
+    def __init__(self, inner: BaseAdapter, cap: ConcurrencyCap):
+        super().__init__()
+        self.inner, self.cap = inner, cap
+
+    def send(self, request, **kwargs) -> requests.Response:
+        with self.cap.held():
+            return self.inner.send(request, **kwargs)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def cap_session(session: requests.Session, cap: ConcurrencyCap) -> None:
+    """Every request of `session` holds a lease of `cap` while it is sent."""
+    for prefix, adapter in list(session.adapters.items()):
+        if not isinstance(adapter, CappedAdapter):
+            session.adapters[prefix] = CappedAdapter(adapter, cap)
 
 
 _SCHEMA_LOCK = "leadsync api budget schema"

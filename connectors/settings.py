@@ -32,6 +32,13 @@ class ConnectorSettings(BaseSettings):
         default=190, ge=1, description="the portal's burst budget (Free/Starter: 100)"
     )
     hubspot_searches_per_second: int = Field(default=5, ge=1)
+    salesforce_calls_in_flight: int = Field(
+        default=20,
+        ge=1,
+        le=25,
+        description="Salesforce calls in flight at once per org, across every run; Salesforce "
+        "refuses more than 25 concurrent long-running requests from all the org's integrations",
+    )
     budget_url: str | None = Field(
         default=None,
         description="where runs share each CRM account's API budget (a SQLAlchemy URL); "

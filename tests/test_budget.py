@@ -178,6 +178,29 @@ def test_processes_sharing_a_store_never_exceed_the_cap_on_calls_in_flight(store
     assert peak == limit
 
 
+def test_salesforce_connectors_of_one_org_share_its_cap_on_calls_in_flight(
+    start_sandbox, tmp_path, monkeypatch
+):
+    from sandbox.http import FaultPlan
+
+    for name in ("SALESFORCE_SESSION_ID", "SALESFORCE_USERNAME", "SALESFORCE_CONSUMER_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    sandbox = start_sandbox(leads=1200, faults=FaultPlan(latency_seconds=0.1))
+    sandbox.write_info(tmp_path / "crm.json")
+    monkeypatch.setenv("LEADSYNC_SANDBOX_INFO", str(tmp_path / "crm.json"))
+    monkeypatch.setenv("LEADSYNC_BUDGET_URL", f"sqlite:///{tmp_path / 'budget.sqlite3'}")
+    monkeypatch.setenv("LEADSYNC_SALESFORCE_CALLS_IN_FLIGHT", "2")
+    monkeypatch.setenv("LEADSYNC_WRITE_CONCURRENCY", "4")
+    connectors = [connector_for("salesforce") for _ in range(3)]  # as three runs would
+    leads = pd.concat(connectors[0].read_all())
+    updates = pd.DataFrame({"crm_id": leads["crm_id"], "score": 42.0})
+    sandbox.salesforce_server.in_flight.peak = 0
+    with ThreadPoolExecutor(3) as runs:  # 6 collections each, 4 at a time per run
+        written = list(runs.map(lambda connector: connector.write(updates), connectors))
+    assert all(result["success"].all() and len(result) == 1200 for result in written)
+    assert sandbox.salesforce_server.in_flight.peak == 2
+
+
 # --- runs of one HubSpot portal at once -------------------------------------------------------
 
 

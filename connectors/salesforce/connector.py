@@ -28,6 +28,7 @@ from connectors.base import (
     MissingFields,
     write_in_batches,
 )
+from connectors.budget import BudgetStore, account_key, cap_session, store_url
 from connectors.credentials import SalesforceCredentials, salesforce_credentials
 from connectors.mapping import FieldMapping, load_mapping
 from connectors.retry import RetryPolicy, Transient, call_with_retries
@@ -40,6 +41,9 @@ COLLECTION_SIZE = 200
 BULK_PAGE = 20_000  # leads per Bulk API 2.0 results page: a chunk, bounded for memory
 IDS_PER_QUERY = 400  # keeps a query's URL well under the REST API's 16,384-byte limit
 TRANSIENT_STATUSES = {429, 500, 502, 503, 504}
+# How long a call holds its place under the org's cap on calls in flight unless it returns it:
+# longer than any call lasts, so only a holder that died keeps a place that long.
+LEASE_SECONDS = 600.0
 log = logging.getLogger(__name__)
 
 
@@ -72,6 +76,11 @@ def connect(credentials: SalesforceCredentials) -> Salesforce:
     )
 
 
+def org_account(client: Salesforce) -> str:
+    """The budget's name for the org: its instance (hashed; whoever signs in)."""
+    return "salesforce:" + account_key(client.sf_instance)
+
+
 class SalesforceConnector:
     source = "salesforce"
     page_size = PAGE_SIZE
@@ -83,7 +92,10 @@ class SalesforceConnector:
         mapping: FieldMapping | None = None,
         retry: RetryPolicy = RetryPolicy(),
         settings: ConnectorSettings | None = None,
+        budget: BudgetStore | None = None,
     ):
+        """`budget`: where the org's cap on calls in flight is shared with every other run;
+        without one, only this connector's own concurrency bounds its calls."""
         self.client = client
         self.mapping = mapping or load_mapping(DEFAULT_MAPPING)
         self.retry = retry
@@ -91,6 +103,9 @@ class SalesforceConnector:
         self._calls = CallCounter()
         # Every HTTP call goes through the client's session, the bulk ones included.
         client.session.hooks["response"].append(self._count)
+        if budget is not None:
+            limit = self.settings.salesforce_calls_in_flight
+            cap_session(client.session, budget.cap(org_account(client), limit, LEASE_SECONDS))
 
     @classmethod
     def from_settings(
@@ -101,7 +116,8 @@ class SalesforceConnector:
         settings: ConnectorSettings | None = None,
     ) -> SalesforceConnector:
         mapping = load_mapping(mapping_path) if mapping_path else None
-        return cls(connect(salesforce_credentials(block)), mapping, retry, settings)
+        budget = BudgetStore.at(store_url((settings or ConnectorSettings()).budget_url))
+        return cls(connect(salesforce_credentials(block)), mapping, retry, settings, budget)
 
     def check_fields(self) -> None:
         describe = self._call(lambda: getattr(self.client, self.mapping.object).describe())

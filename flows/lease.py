@@ -77,10 +77,10 @@ class Lease:
         self._renewer.start()
 
     def check(self) -> None:
-        """Raise LeaseLost unless the lease is still held for at least a quarter of its time
-        to live: a write call sent now ends (its read timeout) before another run could take
-        the lease over."""
-        if self._lost.is_set() or time.monotonic() > self._valid_until - self.ttl / 4:
+        """Raise LeaseLost unless the lease is still held for at least half its time to live:
+        a write call sent now ends (its read timeout being shorter) before another run could
+        take the lease over. One missed renewal is survived, two are not."""
+        if self._lost.is_set() or time.monotonic() > self._valid_until - self.ttl / 2:
             self._lost.set()
             raise LeaseLost(
                 f"the write lease {self.name} could not be renewed in time; the run stops "

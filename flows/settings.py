@@ -43,10 +43,11 @@ class JobSettings(BaseSettings):
         "this, so a person's edit while it waited is not overwritten",
     )
     write_lease_seconds: float = Field(
-        default=120.0,
+        default=240.0,
         ge=4,
         description="time to live of a run's write lease, renewed every quarter of it; a "
-        "holder on another host that died is taken over after this (on the same host, at once)",
+        "holder on another host that died is taken over after this (on the same host, at once); "
+        "keep the CRM read timeouts under half of it",
     )
     write_wait_seconds: float = Field(
         default=3600.0,

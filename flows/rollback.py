@@ -18,6 +18,7 @@ from prefect.runtime import flow_run
 from prefect.states import Failed, State
 
 from connectors import Connector
+from connectors.base import WriteInterrupted
 from flows.audit import as_text
 from flows.ledger import Ledger, Progress
 from flows.report import RunReport
@@ -117,14 +118,25 @@ def _restore(
     check_lease()
     ledger.audit.intend(me, source, page.undo)
 
+    recorded: set[str] = set()
+
     def returned(batch: pd.DataFrame) -> None:
         accepted = batch["success"].astype(bool)
         refused = batch.loc[~accepted]
         ledger.audit.confirm(me, source, batch.loc[accepted, "crm_id"], refused["crm_id"])
+        recorded.update(batch["crm_id"])
         report.add_written(int(accepted.sum()), refused[["crm_id", "error"]])
         check_lease()
 
-    connector.write(page.restore, returned)
+    try:
+        connector.write(page.restore, returned)
+    except WriteInterrupted as stop:  # record what was restored, then stop the run
+        unrecorded = stop.report[~stop.report["crm_id"].isin(recorded)]
+        accepted = unrecorded["success"].astype(bool)
+        ledger.audit.confirm(
+            me, source, unrecorded.loc[accepted, "crm_id"], unrecorded.loc[~accepted, "crm_id"]
+        )
+        raise stop.cause from stop
 
 
 def restorable(written: pd.DataFrame, current: pd.DataFrame) -> Restorable:

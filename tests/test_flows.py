@@ -179,6 +179,30 @@ def test_rollback_restores_the_previous_values_except_where_a_person_changed_the
     assert after.loc[changed_by_rep, "reason"] == "rep"
 
 
+def test_a_stopped_rollback_keeps_what_it_restored_and_resumes_to_the_end(crm, as_of):
+    sandbox = crm(leads=600)
+    before = crm_state("salesforce")[WRITTEN]
+    run = str(sync_leads(source="salesforce", as_of=as_of, return_state=True).state_details.flow_run_id)
+    written = Ledger().audit.writes_of_run(run)["crm_id"].nunique()
+    daily = sandbox.salesforce.daily
+    daily.limit = daily.used + 4  # describe, two reads of the leads, one of three writes
+
+    stopped = rollback_run(source="salesforce", run_id=run, return_state=True)
+    assert stopped.is_failed() and "daily API request limit" in stopped.message
+    rolled_back = str(stopped.state_details.flow_run_id)
+    partial = Ledger().audit.writes_of_run(rolled_back)
+    assert 0 < partial["crm_id"].nunique() < written  # the restores it made are in the ledger
+    assert Ledger().audit.count_open("salesforce") == 0
+
+    daily.limit += 10_000
+    resumed = rollback_run(source="salesforce", run_id=run, return_state=True)
+    assert resumed.is_completed(), resumed.message
+    assert f"{partial['crm_id'].nunique()} restored by an earlier attempt" in (
+        Artifact.get("salesforce-rollback-summary").data
+    )
+    pd.testing.assert_frame_equal(crm_state("salesforce")[WRITTEN], before)
+
+
 def test_interrupted_backfill_resumes_to_the_same_state_as_an_uninterrupted_one(crm, as_of):
     start, end = as_of - pd.Timedelta(days=31), as_of + pd.Timedelta(hours=1)
     crm("clean", leads=600)

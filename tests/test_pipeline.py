@@ -73,3 +73,31 @@ def test_rollback_restores_first_old_values_and_leaves_changed_or_gone_leads():
     assert restored["score"].to_dict() == {"a": 10.0, "c": 3.0}  # a's first old value
     assert pd.isna(restored.loc["a", "status"])  # it had none before the run
     assert restored.loc["c", "status"] == "Nurture"  # not written by the run: left as it is
+    assert set(page.undo["crm_id"]) == {"a", "c"} and page.already == []
+
+    current.loc["a", ["score", "status"]] = [10.0, None]  # an earlier attempt restored a
+    again = restorable(written, current)
+    assert again.already == ["a"] and "a" not in again.changed
+    assert again.restore["crm_id"].tolist() == ["c"]
+
+
+def test_a_batch_hook_that_withdraws_permission_stops_the_writing_and_reports_the_rest():
+    from connectors.base import WriteInterrupted, WritingStopped, write_in_batches
+
+    sent, seen = [], []
+
+    def send(batch: pd.DataFrame) -> list[str | None]:
+        sent.append(batch["crm_id"].tolist())
+        return [None] * len(batch)
+
+    def on_batch(report: pd.DataFrame) -> None:
+        seen.append(report["crm_id"].tolist())
+        raise WritingStopped("the write lease lapsed")
+
+    updates = pd.DataFrame({"crm_id": [str(n) for n in range(5)]})
+    with pytest.raises(WriteInterrupted) as stopped:
+        write_in_batches(updates, 2, send, (), on_batch=on_batch)
+    assert sent == [["0", "1"]] == seen  # nothing more went out after the first batch
+    report = stopped.value.report
+    assert report["success"].tolist() == [True, True, False, False, False]
+    assert report["error"].iloc[2].startswith("not written: the write lease lapsed")

@@ -80,6 +80,10 @@ def account_key(*parts: str) -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:40]
 
 
+_STORES: dict[tuple[str, int], BudgetStore] = {}
+_STORES_LOCK = threading.Lock()
+
+
 class Turn(NamedTuple):
     start: float | None  # when taken: the call's start, epoch seconds on the store's clock
     wait: float  # when not: seconds until a start leaves the window
@@ -89,16 +93,13 @@ class BudgetStore:
     """The tables of shared budgets in one database. `BudgetStore.at(url)` gives one store per
     URL per process (its connection pool is shared by every connector of the process)."""
 
-    _stores: dict[tuple[str, int], BudgetStore] = {}
-    _stores_lock = threading.Lock()
-
     @classmethod
     def at(cls, url: str) -> BudgetStore:
-        with cls._stores_lock:
+        with _STORES_LOCK:
             key = (url, os.getpid())  # a forked child must not reuse its parent's connections
-            if key not in cls._stores:
-                cls._stores[key] = cls(url)
-            return cls._stores[key]
+            if key not in _STORES:
+                _STORES[key] = cls(url)
+            return _STORES[key]
 
     def __init__(self, url: str):
         parsed = make_url(url)
@@ -108,9 +109,7 @@ class BudgetStore:
         if self.is_sqlite:
             if parsed.database and parsed.database != ":memory:":
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-            self.engine = create_engine(
-                url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS}
-            )
+            self.engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS})
             _begin_immediately(self.engine)
         else:
             self.engine = create_engine(url)
@@ -370,4 +369,3 @@ def _begin_immediately(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _begin_immediate(connection: Connection) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
-

@@ -158,9 +158,7 @@ def test_processes_sharing_a_store_never_exceed_the_cap_on_calls_in_flight(store
     processes, threads, calls, limit = 3, 3, 4, 2
     ready, results = SPAWN.Barrier(processes), SPAWN.Queue()
     children = [
-        SPAWN.Process(
-            target=hold_leases, args=(store_url, limit, calls, threads, ready, results)
-        )
+        SPAWN.Process(target=hold_leases, args=(store_url, limit, calls, threads, ready, results))
         for _ in range(processes)
     ]
     for child in children:

@@ -26,16 +26,7 @@ def main(argv: list[str] | None = None) -> None:
         data_dir=data_dir,
         salesforce_port=args.salesforce_port,
         hubspot_port=args.hubspot_port,
-        faults=FaultPlan(
-            rate_limited=args.rate_limited,
-            server_error=args.server_error,
-            slow=args.slow,
-            dropped=args.dropped,
-            write_error=args.write_error,
-            slow_seconds=args.slow_seconds,
-            latency_seconds=args.latency_seconds,
-            seed=args.fault_seed,
-        ),
+        faults=fault_plan(args),
         salesforce=SalesforceSettings(daily_limit=args.salesforce_daily_limit),
         hubspot=HubSpotSettings(
             ten_second_limit=args.hubspot_ten_second_limit,
@@ -70,6 +61,22 @@ def main(argv: list[str] | None = None) -> None:
         print("Serving until interrupted (Ctrl-C or SIGTERM).", flush=True)
         stop.wait()
     print("Sandbox stopped.")
+
+
+def fault_plan(args: argparse.Namespace) -> FaultPlan:
+    """The faults `serve`'s options ask for."""
+    return FaultPlan(
+        rate_limited=args.rate_limited,
+        server_error=args.server_error,
+        slow=args.slow,
+        dropped=args.dropped,
+        write_error=args.write_error,
+        hang=args.hang,
+        slow_seconds=args.slow_seconds,
+        hang_seconds=args.hang_seconds,
+        latency_seconds=args.latency_seconds,
+        seed=args.fault_seed,
+    )
 
 
 def _redacted(section: dict) -> dict:
@@ -119,7 +126,16 @@ def _parser() -> argparse.ArgumentParser:
     faults.add_argument(
         "--write-error", type=float, default=0.0, help="fail a record in a write (per record)"
     )
+    faults.add_argument(
+        "--hang", type=float, default=0.0, help="read the request, then answer nothing"
+    )
     faults.add_argument("--slow-seconds", type=float, default=2.0)
+    faults.add_argument(
+        "--hang-seconds",
+        type=float,
+        default=3600.0,
+        help="how long a hung request stays silent before its connection closes (default 3600)",
+    )
     faults.add_argument(
         "--latency-seconds",
         type=float,

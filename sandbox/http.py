@@ -2,16 +2,19 @@
 
 Each CRM is an `Api`: it turns a `Request` into a `Response` and knows its own error shapes.
 `SandboxServer` serves one Api over HTTPS on a port, adds the configured latency, and injects
-faults (429, 5xx, slow responses, dropped connections) from a seeded, deterministic sequence.
+faults (429, 5xx, slow responses, dropped connections, requests left unanswered). Each draw is a
+function of the seed, the request's identity (the Api's `fault_key`) and how many times that
+request was seen before: the same requests get the same faults in whatever order they arrive.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-import random
 import ssl
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -70,6 +73,17 @@ class Api(Protocol):
         """The CRM's own response for an injected 'rate_limited' or 'server_error' fault."""
         ...
 
+    def fault_key(self, request: Request) -> str:
+        """What the request is, for fault draws (optional; default `request_identity`): the
+        same for a retry of it and for the same request in another run, whatever the arrival
+        order; so nothing that changes between runs, such as timestamps in a body."""
+        ...
+
+
+def request_identity(request: Request) -> str:
+    """The default fault key: method and path."""
+    return f"{request.method} {request.path}"
+
 
 @dataclass(frozen=True)
 class FaultPlan:
@@ -80,41 +94,56 @@ class FaultPlan:
     slow: float = 0.0
     dropped: float = 0.0
     write_error: float = 0.0  # per record, in batch and single-record writes
+    hang: float = 0.0  # read the request, then answer nothing for hang_seconds and close
     slow_seconds: float = 2.0
+    hang_seconds: float = 3600.0
     latency_seconds: float = 0.0  # added to every request
     seed: int = 0
 
 
 class Faults:
-    """Seeded, thread-safe fault draws: the same plan and request order give the same faults."""
+    """Seeded, thread-safe fault draws keyed on what is drawn for: a request's identity, a
+    record's id. The n-th draw for a key depends only on the seed, the key and n, so a retry
+    gets a fresh draw, and the same requests get the same faults whatever their arrival order."""
 
-    REQUEST_FAULTS = ("dropped", "rate_limited", "server_error", "slow")
+    REQUEST_FAULTS = ("dropped", "rate_limited", "server_error", "slow", "hang")
 
     def __init__(self, plan: FaultPlan | None = None):
         self.plan = plan or FaultPlan()
-        self._random = random.Random(self.plan.seed)
+        self._seen: Counter[tuple[str, str]] = Counter()  # draws so far, by (kind, key)
         self._lock = threading.Lock()
 
     def configure(self, plan: FaultPlan) -> None:
         with self._lock:
             self.plan = plan
-            self._random = random.Random(plan.seed)
+            self._seen.clear()
 
-    def next_request_fault(self) -> str | None:
-        with self._lock:
-            draw = self._random.random()
+    def next_request_fault(self, key: str = "") -> str | None:
+        """The fault for the request `key` names (its `Api.fault_key`), or None."""
+        plan = self.plan
+        if not any(getattr(plan, kind) > 0 for kind in self.REQUEST_FAULTS):
+            return None
+        draw = self._draw("request", key, plan.seed)
         threshold = 0.0
         for kind in self.REQUEST_FAULTS:
-            threshold += getattr(self.plan, kind)
+            threshold += getattr(plan, kind)
             if draw < threshold:
                 return kind
         return None
 
-    def write_fails(self) -> bool:
-        if self.plan.write_error <= 0:
+    def write_fails(self, key: str = "") -> bool:
+        """Whether this write of the record `key` names (its id) fails."""
+        plan = self.plan
+        if plan.write_error <= 0:
             return False
+        return self._draw("write", key, plan.seed) < plan.write_error
+
+    def _draw(self, kind: str, key: str, seed: int) -> float:
         with self._lock:
-            return self._random.random() < self.plan.write_error
+            occurrence = self._seen[kind, key]
+            self._seen[kind, key] += 1
+        text = f"{seed}\x1f{kind}\x1f{key}\x1f{occurrence}".encode()
+        return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "big") / 2**64
 
 
 class InFlight:
@@ -169,7 +198,10 @@ class SandboxServer:
     ):
         self.api, self.faults = api, faults
         self.in_flight = InFlight()
-        self._httpd = ThreadingHTTPServer((host, port), _handler_for(api, faults, self.in_flight))
+        self._stopping = threading.Event()  # wakes requests held by a hang fault
+        self._httpd = ThreadingHTTPServer(
+            (host, port), _handler_for(api, faults, self.in_flight, self._stopping)
+        )
         self._httpd.daemon_threads = True
         context = ca.server_context()
         self._httpd.socket = context.wrap_socket(self._httpd.socket, server_side=True)
@@ -187,12 +219,23 @@ class SandboxServer:
         return self
 
     def stop(self) -> None:
+        self._stopping.set()
         self._httpd.shutdown()
         self._httpd.server_close()
         self._thread.join(timeout=5)
 
 
-def _handler_for(api: Api, faults: Faults, in_flight: InFlight) -> type[BaseHTTPRequestHandler]:
+def _handler_for(
+    api: Api, faults: Faults, in_flight: InFlight, stopping: threading.Event
+) -> type[BaseHTTPRequestHandler]:
+    fault_key = getattr(api, "fault_key", request_identity)
+
+    def identity(request: Request) -> str:
+        try:
+            return fault_key(request)
+        except Exception:  # noqa: BLE001 - a malformed request still gets a fault draw
+            return request_identity(request)
+
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive, as the real APIs
         disable_nagle_algorithm = True  # headers and body go out in separate writes
@@ -219,10 +262,14 @@ def _handler_for(api: Api, faults: Faults, in_flight: InFlight) -> type[BaseHTTP
             )
             if faults.plan.latency_seconds:
                 time.sleep(faults.plan.latency_seconds)
-            fault = faults.next_request_fault()
+            fault = faults.next_request_fault(identity(request))
             if fault == "dropped":
                 self.close_connection = True
                 self.connection.shutdown(2)  # the peer sees the connection reset mid-request
+                return
+            if fault == "hang":
+                stopping.wait(faults.plan.hang_seconds)  # silent; until then or the server stops
+                self.close_connection = True
                 return
             if fault == "slow":
                 time.sleep(faults.plan.slow_seconds)

@@ -162,6 +162,34 @@ class HubSpotApi:
             503, "SERVICE_UNAVAILABLE", "The service is temporarily unavailable. Try again later."
         )
 
+    def fault_key(self, request: Request) -> str:
+        """A request's identity for fault draws: method and path, and what names its records
+        rather than what moves from run to run (a search window's times, written values): a
+        batch's ids; a search's id bounds, sort, paging and the filters it applies (not their
+        values); a list page's cursor."""
+        key = f"{request.method} {request.path.rstrip('/')}"
+        if request.param("after") is not None:
+            key += f" after={request.param('after')}"
+        body = request.json() if request.body else None
+        if not isinstance(body, dict):
+            return key
+        inputs = body.get("inputs")
+        if isinstance(inputs, list):
+            ids = [str(i.get("id")) for i in inputs if isinstance(i, dict) and "id" in i]
+            return f"{key} {','.join(ids)}" if ids else f"{key} {len(inputs)} inputs"
+        if "filterGroups" in body or "sorts" in body:
+            filters = [
+                f"{f.get('propertyName')} {f.get('operator')}"
+                + (f" {f.get('value')}" if f.get("propertyName") == ID_PROPERTY else "")
+                for group in body.get("filterGroups") or []
+                if isinstance(group, dict)
+                for f in group.get("filters") or []
+                if isinstance(f, dict)
+            ]
+            shape = json.dumps([filters, body.get("sorts"), body.get("after"), body.get("limit")])
+            return f"{key} {shape}"
+        return key
+
     def handle(self, request: Request) -> Response:
         expected = self.settings.access_token.encode()
         token = (request.bearer_token or "").encode()
@@ -336,7 +364,7 @@ class HubSpotApi:
             row = self._find(unquote(match["id"]), request.param("idProperty"), False)
             if row is None:
                 return _error(404, "OBJECT_NOT_FOUND", "resource not found")
-            if self.faults.write_fails():
+            if self.faults.write_fails(str(row[ID_PROPERTY])):
                 return _error(409, "CONFLICT", WRITE_FAULT)
             updated = self._write(connection, row[ID_PROPERTY], values)
         return Response(200, self._contact(updated, self._written(values)))
@@ -391,7 +419,7 @@ class HubSpotApi:
                 row = self._find(contact_id, id_property, False)
                 if row is None:
                     failures.append(Failure("OBJECT_NOT_FOUND", NOT_FOUND, contact_id))
-                elif self.faults.write_fails():
+                elif self.faults.write_fails(str(row[ID_PROPERTY])):
                     failures.append(Failure("CONFLICT", WRITE_FAULT, contact_id))
                 else:
                     updated = self._write(connection, row[ID_PROPERTY], values)

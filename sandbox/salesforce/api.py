@@ -35,6 +35,7 @@ USER_ID = schema.DEFAULT_OWNER_ID
 API_PATH = re.compile(r"^/services/data/v(?P<version>\d+\.\d+)(?P<resource>/.*)?$")
 TOKEN_PATH = "/services/oauth2/token"
 LEAD_RECORD = re.compile(r"/sobjects/Lead/(?P<id>[^/]+)", re.IGNORECASE)
+QUERY_MORE = re.compile(r"/query(?:All)?/(?P<locator>[^/]+)")
 ROLLED_BACK = FieldError(
     "ALL_OR_NONE_OPERATION_ROLLED_BACK",
     "Record rolled back because not all records were valid and the request "
@@ -46,6 +47,7 @@ ROLLED_BACK = FieldError(
 class SalesforceSettings:
     session_id: str = ""
     daily_limit: int = 15_000
+    bulk_job_seconds: float = 0.0  # how long a Bulk API 2.0 job stays InProgress
     client_id: str = "leadsync-sandbox"
     client_secret: str = "leadsync-sandbox-secret"
     username: str = "leadsync@sandbox.example"
@@ -60,6 +62,7 @@ class Cursor:
     rowids: array
     fields: list[Field]
     version: str
+    identity: str = ""  # the fault key of the query that opened it
 
 
 class _RollBack(Exception):
@@ -92,12 +95,13 @@ class SalesforceApi:
             self.table,
             self._matching_rowids,
             {"update": self._update_record, "insert": self._create_record},
+            settings.bulk_job_seconds,
         )
         self._routes: list[tuple[str, re.Pattern, Handler]] = [
             ("GET", re.compile(r"/limits"), self._limits),
             ("GET", re.compile(r"/query"), self._query),
             ("GET", re.compile(r"/queryAll"), self._query),
-            ("GET", re.compile(r"/query(?:All)?/(?P<locator>[^/]+)"), self._query_more),
+            ("GET", QUERY_MORE, self._query_more),
             ("GET", re.compile(r"/sobjects/Lead/describe", re.IGNORECASE), self._describe),
             ("POST", re.compile(r"/sobjects/Lead", re.IGNORECASE), self._create),
             ("GET", LEAD_RECORD, self._get),
@@ -130,6 +134,30 @@ class SalesforceApi:
             "SERVER_UNAVAILABLE",
             "The server is temporarily unable to service your request. Try again later.",
         )
+
+    def fault_key(self, request: Request) -> str:
+        """A request's identity for fault draws: method and path, and what names its records
+        rather than what moves from run to run: a query's SOQL without its date and time
+        literals; for a cursor's next page, the query that opened it and the offset, not its
+        locator; for a collection, its records' ids; for a bulk job, the job's own identity."""
+        path = request.path.rstrip("/")
+        match = API_PATH.match(path)
+        resource = (match["resource"] or "") if match else ""
+        key = f"{request.method} {path}"
+        if request.param("q") is not None:
+            return f"{key} {soql.without_times(request.param('q') or '')}"
+        more = QUERY_MORE.fullmatch(resource)
+        if more:
+            locator, _, start = more["locator"].rpartition("-")
+            with self._lock:
+                cursor = self._cursors.get(locator)
+            return f"{key.rpartition('/')[0]}/{cursor.identity if cursor else locator} {start}"
+        if resource == "/composite/sobjects":
+            records = request.json().get("records") or []
+            return f"{key} {','.join(str(r.get('id')) for r in records if isinstance(r, dict))}"
+        if resource.startswith("/jobs/"):
+            return self.bulk.fault_key(request, resource)
+        return key
 
     def handle(self, request: Request) -> Response:
         path = request.path.rstrip("/")
@@ -230,7 +258,7 @@ class SalesforceApi:
         rowids = self._matching_rowids(query, match.group().startswith("/queryAll"))
         if query.count_only:
             return Response(200, {"totalSize": len(rowids), "done": True, "records": []})
-        return self._page(Cursor(rowids, query.fields, version), 0)
+        return self._page(Cursor(rowids, query.fields, version, self.fault_key(request)), 0)
 
     def _matching_rowids(self, query: soql.Query, include_deleted: bool) -> array:
         """The rowids of the rows a query matches, in its order."""
@@ -317,7 +345,7 @@ class SalesforceApi:
         row, missing = self._existing(match["id"])
         if missing:
             return missing
-        if self.faults.write_fails():
+        if self.faults.write_fails(row["Id"]):
             return _errors(400, [_lock_error(row["Id"])])
         stamp = self._next_stamp()
         with self.db.transaction() as connection:
@@ -417,7 +445,7 @@ class SalesforceApi:
         stored, errors = schema.validate_values(values, creating=False)
         if errors:
             return WriteResult(None, tuple(errors))
-        if self.faults.write_fails():
+        if self.faults.write_fails(record_id):
             return WriteResult(None, (_lock_error(record_id),))
         stamp = self._next_stamp()
         self.table.update(
@@ -439,7 +467,7 @@ class SalesforceApi:
         if errors:
             return WriteResult(None, tuple(errors))
         record_id = schema.lead_id(self._next_number(connection))
-        if self.faults.write_fails():
+        if self.faults.write_fails(record_id):
             return WriteResult(None, (_lock_error(record_id),))
         stamp = self._next_stamp()
         self.table.insert(

@@ -5,7 +5,8 @@ Query jobs evaluate their SOQL with the same engine as `/query` and keep only th
 while a job is paged never shift its pages. Ingest jobs are processed the moment their upload is
 marked complete, record by record through the same validation and write code as the sObject
 Collections route, in transactions of `INGEST_CHUNK` records; so a client's first poll already
-finds them finished. Only the `JOBS_KEPT` jobs used last are remembered.
+finds them finished, unless `job_seconds` is set: then each job reports InProgress for that long
+(its work is done at once all the same). Only the `JOBS_KEPT` jobs used last are remembered.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import csv
+import hashlib
 import io
 import re
 import sqlite3
@@ -44,6 +46,7 @@ DELIMITERS = {
 }
 LINE_ENDINGS = {"LF": "\n", "CRLF": "\r\n"}
 JOB = r"/jobs/{kind}/(?P<job_id>[^/]+)"
+JOB_PATH = re.compile(r"/jobs/(?P<kind>query|ingest)/(?P<job_id>[^/]+)(?P<rest>/.*)?")
 
 Writer = Callable[[sqlite3.Connection, dict[str, Any]], WriteResult]
 
@@ -62,6 +65,9 @@ class Job:
     failed: int = 0
     processing_ms: int = 0
     error_message: str | None = None
+    identity: str = ""  # for fault draws: a query job's SOQL, an ingest job's uploaded ids
+    finishes_at: float = 0.0  # monotonic time until which a finished job reports InProgress
+    final_state: str = ""
 
     def csv_writer(self, buffer: io.StringIO) -> Any:
         return csv.writer(
@@ -114,8 +120,10 @@ class BulkJobs:
         table: Table,
         select: Callable[[soql.Query, bool], array],
         writers: dict[str, Writer],
+        job_seconds: float = 0.0,
     ):
         self.db, self.table, self.select, self.writers = db, table, select, writers
+        self.job_seconds = job_seconds  # how long each job takes, as its polls see it
         self._jobs: OrderedDict[str, Job] = OrderedDict()
         self._count = 0
         self._lock = threading.Lock()
@@ -142,6 +150,23 @@ class BulkJobs:
                 self._ingest_results,
             ),
         ]
+
+    def fault_key(self, request: Request, resource: str) -> str:
+        """A bulk request's identity for fault draws: a job's id is replaced by the job's own
+        identity (its SOQL, or the ids of its upload), which does not depend on how many jobs
+        were created before it."""
+        match = JOB_PATH.fullmatch(resource)
+        if match is None:  # creating a job
+            body = request.json() if request.body else {}
+            body = body if isinstance(body, dict) else {}
+            what = soql.without_times(str(body.get("query") or "")) or body.get("object")
+            return f"{request.method} {resource} {body.get('operation')} {what}"
+        with self._lock:
+            job = self._jobs.get(match["job_id"])
+        identity = job.identity if job is not None and job.identity else match["job_id"]
+        if isinstance(job, IngestJob) and match["rest"] == "/batches":
+            identity = _upload_identity(job, request.body)
+        return f"{request.method} /jobs/{match['kind']}/{identity}{match['rest']}"
 
     # --- query jobs --------------------------------------------------------------------------
 
@@ -174,9 +199,11 @@ class BulkJobs:
             state="UploadComplete",
             rowids=self.select(query, operation == "queryAll"),
             fields=query.fields,
+            identity=f"{operation} {soql.without_times(text)}",
         )
         response = Response(200, job.info())
         job.state, job.processed = "JobComplete", len(job.rowids)
+        self._take_time(job)
         self._keep(job)
         return response
 
@@ -305,6 +332,7 @@ class BulkJobs:
                     "'PUT' once on a given Job.",
                 )
             job.upload = request.body
+            job.identity = _upload_identity(job, request.body)
         return Response(201)
 
     def _ingest_results(self, request: Request, version: str, match: re.Match) -> Response:
@@ -370,6 +398,7 @@ class BulkJobs:
             response = self._transition(job, wanted)
         if isinstance(job, IngestJob) and job.state == "UploadComplete":
             self._process(job)  # now, so the client's first poll finds the job finished
+            self._take_time(job)
         return response
 
     def _transition(self, job: Job, wanted: Any) -> Response:
@@ -399,11 +428,18 @@ class BulkJobs:
             self._jobs.pop(job.id, None)
         return Response(204)
 
+    def _take_time(self, job: Job) -> None:
+        if self.job_seconds > 0:
+            job.final_state, job.state = job.state, "InProgress"
+            job.finishes_at = time.monotonic() + self.job_seconds
+
     def _job(self, match: re.Match, kind: type[Job]) -> tuple[Any, Response | None]:
         with self._lock:
             job = self._jobs.get(match["job_id"])
             if job is not None:
                 self._jobs.move_to_end(job.id)  # in use: the last to be forgotten
+                if job.state == "InProgress" and 0 < job.finishes_at <= time.monotonic():
+                    job.state = job.final_state
         if not isinstance(job, kind):
             return None, _error(404, "NOT_FOUND", "The requested resource does not exist")
         return job, None
@@ -422,6 +458,20 @@ class BulkJobs:
 
 class _InvalidUpload(Exception):
     pass
+
+
+def _upload_identity(job: IngestJob, upload: bytes) -> str:
+    """An upload's operation and the ids it names (a digest), or its row count if it has no
+    Id column: not its values, which may hold times that move from run to run."""
+    text = upload.decode("utf-8-sig", errors="replace")
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=DELIMITERS[job.delimiter])
+    header = [name.lower() for name in next(reader, [])]
+    column = header.index("id") if "id" in header else None
+    rows = [row for row in reader if row]
+    if column is None:
+        return f"{job.operation} {len(rows)} rows"
+    ids = "\n".join(row[column] if len(row) > column else "" for row in rows)
+    return f"{job.operation} {hashlib.blake2b(ids.encode(), digest_size=8).hexdigest()}"
 
 
 def _parse_upload(job: IngestJob, upload: bytes) -> tuple[list[str], Iterator[list[str]]]:

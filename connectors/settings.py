@@ -1,13 +1,16 @@
 """How hard the connectors may drive each CRM: environment variables LEADSYNC_<NAME>.
 
 The defaults are safe for any org or portal: a few write calls in flight, HubSpot's
-Professional/Enterprise budgets, and Bulk API 2.0 only where it saves calls.
+Professional/Enterprise budgets, and Bulk API 2.0 only where it saves calls; and every call
+bounded in time, so a CRM that stops answering costs a retry, not a run that never ends.
 """
 
 from __future__ import annotations
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SALESFORCE_READ_TIMEOUT, HUBSPOT_READ_TIMEOUT = 90.0, 60.0  # seconds
 
 
 class ConnectorSettings(BaseSettings):
@@ -44,3 +47,23 @@ class ConnectorSettings(BaseSettings):
         description="where runs share each CRM account's API budget (a SQLAlchemy URL); "
         "default: LEADSYNC_LEDGER_URL's database",
     )
+    connect_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="to open a connection to either CRM"
+    )
+    read_timeout_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        description="how long either CRM may stay silent while a call waits for its answer; "
+        f"unset: {SALESFORCE_READ_TIMEOUT:g} s for Salesforce, {HUBSPOT_READ_TIMEOUT:g} s for "
+        "HubSpot (keep it under half of LEADSYNC_WRITE_LEASE_SECONDS)",
+    )
+    bulk_job_timeout_seconds: float = Field(
+        default=3600.0,
+        gt=0,
+        description="how long to wait for a Salesforce Bulk API 2.0 job to finish",
+    )
+
+    def timeout(self, source: str) -> tuple[float, float]:
+        """(connect, read) seconds for each HTTP call to `source`."""
+        default = SALESFORCE_READ_TIMEOUT if source == "salesforce" else HUBSPOT_READ_TIMEOUT
+        return self.connect_timeout_seconds, self.read_timeout_seconds or default

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -39,6 +38,7 @@ from connectors.hubspot import records
 from connectors.hubspot.properties import CUSTOM_PROPERTIES
 from connectors.mapping import FieldMapping, load_mapping
 from connectors.pacing import Pacer
+from connectors.paging import keyset_pages
 from connectors.retry import RetryPolicy, Transient, call_with_retries
 from connectors.settings import ConnectorSettings
 
@@ -95,6 +95,7 @@ class HubSpotConnector:
         limits: HubSpotLimits | None = None,
         retry: RetryPolicy = RetryPolicy(),
         write_concurrency: int = 1,
+        timeout: tuple[float, float] | None = None,
         budget: BudgetStore | None = None,
         account: str = "",
     ):
@@ -109,6 +110,9 @@ class HubSpotConnector:
         self._properties_api = client.crm.properties.core_api
         self.mapping = mapping or load_mapping(DEFAULT_MAPPING)
         self.retry, self.write_concurrency = retry, write_concurrency
+        # (connect, read) seconds, passed with every call: the generated client sends urllib3
+        # an explicit "no timeout" unless a call gives `_request_timeout`.
+        self._timeout = timeout or ConnectorSettings().timeout("hubspot")
         windows = {
             "requests": (limits.per_ten_seconds, 10.0 + WINDOW_MARGIN_SECONDS),
             "searches": (limits.search_per_second, 1.0 + SEARCH_WINDOW_MARGIN_SECONDS),
@@ -135,6 +139,7 @@ class HubSpotConnector:
             mapping,
             HubSpotLimits.from_settings(settings),
             write_concurrency=settings.write_concurrency,
+            timeout=settings.timeout("hubspot"),
             budget=BudgetStore.at(store_url(settings.budget_url)),
             account=portal_account(credentials),
         )
@@ -168,6 +173,7 @@ class HubSpotConnector:
                     object_type=self.mapping.object,
                     property_create=CUSTOM_PROPERTIES[name],
                     _preload_content=False,
+                    _request_timeout=self._timeout,
                 ),
                 "metadata",
             )
@@ -176,7 +182,9 @@ class HubSpotConnector:
     def _missing_properties(self) -> list[str]:
         existing = self._call(
             lambda: self._properties_api.get_all(
-                object_type=self.mapping.object, _preload_content=False
+                object_type=self.mapping.object,
+                _preload_content=False,
+                _request_timeout=self._timeout,
             ),
             "metadata",
         )
@@ -256,6 +264,7 @@ class HubSpotConnector:
                     batch_read_input_simple_public_object_id=body,
                     archived=False,
                     _preload_content=False,
+                    _request_timeout=self._timeout,
                 ),
                 "read",
             )
@@ -283,6 +292,7 @@ class HubSpotConnector:
             lambda: self._contacts.update(
                 batch_input_simple_public_object_batch_input={"inputs": inputs},
                 _preload_content=False,
+                _request_timeout=self._timeout,
             ),
             "write",
         )
@@ -293,40 +303,18 @@ class HubSpotConnector:
         return self._calls.usage(remaining, limit)
 
     def _search_by_id(self, groups: list[list[dict]]) -> Iterator[pd.DataFrame]:
-        """Every match, read by two cursors at once: one up from the lowest id, one down from
-        the highest, each asking only for ids between what the two have read so far.
+        """Every match, read by id with two cursors at once (connectors.paging.keyset_pages).
 
         No request carries an offset: leads that a run writes meanwhile (and that leave the
         search, their modification time now past the window) shift nothing, and HubSpot's
-        10,000-result cap on paging never applies. Two requests in flight keep the search
-        budget busy through each round trip; each response's `total` says how many matches
-        remain, so a second cursor starts only when more than a page remains, and neither
-        makes an empty last call.
+        10,000-result cap on paging never applies.
         """
-        low = high = None  # every match at or below `low`, or at or above `high`, is read
-        with ThreadPoolExecutor(2, thread_name_prefix="hubspot-search") as fetcher:
-            up = fetcher.submit(self._search_page, groups, low, high, "ASCENDING")
-            down: Future | None = None  # until the first page tells how many there are
-            while up is not None:
-                page = up.result()
-                rising = page["results"]
-                remaining = page["total"] - len(rising)
-                falling = []
-                if down is not None:
-                    top = int(rising[-1]["id"]) if rising else -1
-                    falling = [c for c in down.result()["results"] if int(c["id"]) > top]
-                    remaining -= len(falling)
-                for page in (rising, falling):
-                    if page:
-                        yield records.to_frame(page, self.mapping)
-                if remaining <= 0:
-                    return
-                low = rising[-1]["id"]
-                high = falling[-1]["id"] if falling else high
-                up = fetcher.submit(self._search_page, groups, low, high, "ASCENDING")
-                down = None
-                if remaining > SEARCH_PAGE:
-                    down = fetcher.submit(self._search_page, groups, low, high, "DESCENDING")
+        pages = keyset_pages(
+            lambda low, high, direction: self._search_page(groups, low, high, direction),
+            SEARCH_PAGE,
+        )
+        for page in pages:
+            yield records.to_frame(page, self.mapping)
 
     def _search_page(
         self, groups: list[list[dict]], above: str | None, below: str | None, direction: str
@@ -347,7 +335,11 @@ class HubSpotConnector:
 
     def _search(self, body: dict):
         self._pace_search.wait()
-        return self._search_api.do_search(public_object_search_request=body, _preload_content=False)
+        return self._search_api.do_search(
+            public_object_search_request=body,
+            _preload_content=False,
+            _request_timeout=self._timeout,
+        )
 
     def _call(self, request, kind: CallKind):
         def paced():
@@ -397,6 +389,8 @@ def classify(error: Exception) -> Exception:
             return Transient("HubSpot answered 429", _retry_after(error))
         if error.status >= 500 or error.status == 0:  # 0: the connection failed
             return Transient(f"HubSpot answered {error.status}")
+    if isinstance(error, urllib3.exceptions.TimeoutError):
+        return Transient(f"HubSpot did not answer in time: {type(error).__name__}")
     if isinstance(error, urllib3.exceptions.HTTPError):
         return Transient(f"connection to HubSpot failed: {type(error).__name__}")
     return error

@@ -15,11 +15,14 @@ import csv
 import io
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import pandas as pd
 from simple_salesforce import Salesforce
 from simple_salesforce.bulk2 import SFBulk2Type
+from simple_salesforce.exceptions import SalesforceOperationError
 
+from connectors.base import ConnectorError
 from connectors.mapping import FieldMapping
 from connectors.salesforce.records import json_value
 from expectations.frame import COLUMNS, conform
@@ -39,12 +42,15 @@ def query_frames(
     max_records: int,
     *,
     wait: float = POLL_SECONDS,
+    job_timeout: float | None = None,
 ) -> Iterator[pd.DataFrame]:
     """Run `soql` as a query job; yield each results page (at most `max_records` leads) as
-    canonical rows, the same frame `records.to_frame` makes of the REST API's records."""
-    bulk = getattr(client.bulk2, mapping.object)
-    for page in bulk.query(soql, max_records=max_records, wait=wait):
-        yield page_frame(page, mapping)
+    canonical rows, the same frame `records.to_frame` makes of the REST API's records.
+    A job not finished within `job_timeout` seconds raises BulkJobTimeout."""
+    bulk = _bounded(getattr(client.bulk2, mapping.object), job_timeout)
+    with _job_timeout(job_timeout):
+        for page in bulk.query(soql, max_records=max_records, wait=wait):
+            yield page_frame(page, mapping)
 
 
 def page_frame(page: str, mapping: FieldMapping) -> pd.DataFrame:
@@ -68,20 +74,50 @@ def update(
     mapping: FieldMapping,
     *,
     wait: float = POLL_SECONDS,
+    job_timeout: float | None = None,
 ) -> list[str | None]:
     """Write canonical write-back rows (crm_id and mapped write columns) in one ingest job;
-    return None or an error message per row, in input order. Nulls clear their field."""
+    return None or an error message per row, in input order. Nulls clear their field.
+    A job not finished within `job_timeout` seconds is aborted and raises BulkJobTimeout."""
     if updates.empty:
         return []
     header, rows = _csv_rows(updates, mapping)
-    bulk = getattr(client.bulk2, mapping.object)
+    bulk = _bounded(getattr(client.bulk2, mapping.object), job_timeout)
     keys = [_key(row, header) for row in rows]
     messages: list[str | None] = []
     # simple-salesforce splits only uploads near 100 MB, in order, into one job per part.
-    for job in bulk.update(records=rows, wait=wait):
+    with _job_timeout(job_timeout):
+        jobs = bulk.update(records=rows, wait=wait)
+    for job in jobs:
         part, keys = keys[: job["numberRecordsTotal"]], keys[job["numberRecordsTotal"] :]
         messages += _job_messages(bulk, job, header, part)
     return messages
+
+
+class BulkJobTimeout(ConnectorError):
+    """A Bulk API 2.0 job did not finish within the allowed time."""
+
+
+def _bounded(bulk: SFBulk2Type, job_timeout: float | None) -> SFBulk2Type:
+    """simple-salesforce polls a job for up to its client's DEFAULT_WAIT_TIMEOUT_SECONDS (24 h)
+    and takes no argument for it: set on this object's own client, it bounds only its jobs."""
+    if job_timeout is not None:
+        bulk._client.DEFAULT_WAIT_TIMEOUT_SECONDS = job_timeout
+    return bulk
+
+
+@contextmanager
+def _job_timeout(job_timeout: float | None) -> Iterator[None]:
+    try:
+        yield
+    except SalesforceOperationError as error:
+        if not str(error).startswith("Job timeout"):  # simple-salesforce's wait_for_job
+            raise
+        allowed = f"{job_timeout:g} s" if job_timeout is not None else "the allowed time"
+        raise BulkJobTimeout(
+            f"Salesforce's Bulk API 2.0 job did not finish within {allowed} "
+            f"(LEADSYNC_BULK_JOB_TIMEOUT_SECONDS): {error}; the run stops, rerun it later"
+        ) from error
 
 
 def _csv_rows(updates: pd.DataFrame, mapping: FieldMapping) -> tuple[list[str], list[dict]]:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import requests
+from requests.adapters import HTTPAdapter
 from simple_salesforce import Salesforce
 from simple_salesforce.exceptions import (
     SalesforceError,
@@ -31,6 +32,7 @@ from connectors.base import (
 from connectors.budget import BudgetStore, account_key, cap_session, store_url
 from connectors.credentials import SalesforceCredentials, salesforce_credentials
 from connectors.mapping import FieldMapping, load_mapping
+from connectors.paging import linked_pages
 from connectors.retry import RetryPolicy, Transient, call_with_retries
 from connectors.salesforce import bulk, records
 from connectors.settings import ConnectorSettings
@@ -47,9 +49,28 @@ LEASE_SECONDS = 600.0
 log = logging.getLogger(__name__)
 
 
-def connect(credentials: SalesforceCredentials) -> Salesforce:
-    """A signed-in client; TLS verification stays on (with the given CA bundle, if any)."""
+class TimeoutAdapter(HTTPAdapter):
+    """Gives every request sent without a timeout this (connect, read) one: simple-salesforce
+    passes none, in its REST, login and Bulk API 2.0 calls alike, and requests has no
+    session-wide setting."""
+
+    def __init__(self, timeout: tuple[float, float], **kwargs):
+        self.timeout = timeout
+        super().__init__(**kwargs)
+
+    def send(self, request, timeout=None, **kwargs):
+        return super().send(request, timeout=self.timeout if timeout is None else timeout, **kwargs)
+
+
+def connect(
+    credentials: SalesforceCredentials, settings: ConnectorSettings | None = None
+) -> Salesforce:
+    """A signed-in client; TLS verification stays on (with the given CA bundle, if any), and
+    every call is bounded by the settings' connect and read timeouts."""
     session = requests.Session()
+    adapter = TimeoutAdapter((settings or ConnectorSettings()).timeout("salesforce"))
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
     if credentials.ca_bundle:
         session.verify = credentials.ca_bundle
         session.trust_env = False  # else REQUESTS_CA_BUNDLE in the environment would override it
@@ -116,8 +137,10 @@ class SalesforceConnector:
         settings: ConnectorSettings | None = None,
     ) -> SalesforceConnector:
         mapping = load_mapping(mapping_path) if mapping_path else None
-        budget = BudgetStore.at(store_url((settings or ConnectorSettings()).budget_url))
-        return cls(connect(salesforce_credentials(block)), mapping, retry, settings, budget)
+        settings = settings or ConnectorSettings()
+        client = connect(salesforce_credentials(block), settings)
+        budget = BudgetStore.at(store_url(settings.budget_url))
+        return cls(client, mapping, retry, settings, budget)
 
     def check_fields(self) -> None:
         describe = self._call(lambda: getattr(self.client, self.mapping.object).describe())
@@ -168,7 +191,14 @@ class SalesforceConnector:
             return write_in_batches(
                 updates,
                 len(updates),
-                lambda job: self._call(lambda: bulk.update(self.client, job, self.mapping)),
+                lambda job: self._call(
+                    lambda: bulk.update(
+                        self.client,
+                        job,
+                        self.mapping,
+                        job_timeout=self.settings.bulk_job_timeout_seconds,
+                    )
+                ),
                 (SalesforceError, SalesforceOperationError, Transient),
                 failure_prefix="Bulk API job failed",
                 on_batch=on_batch,
@@ -212,20 +242,27 @@ class SalesforceConnector:
 
     def _bulk_pages(self, soql: str) -> Iterator[pd.DataFrame]:
         try:
-            yield from bulk.query_frames(self.client, soql, self.mapping, BULK_PAGE)
+            yield from bulk.query_frames(
+                self.client,
+                soql,
+                self.mapping,
+                BULK_PAGE,
+                job_timeout=self.settings.bulk_job_timeout_seconds,
+            )
+        except ConnectorError:
+            raise
         except Exception as error:  # noqa: BLE001 - sorted as every other call's failure
             raise _fatal(classify(error)) from error
 
     def _pages(self, soql: str) -> Iterator[pd.DataFrame]:
-        page = self._call(lambda: self.client.query(soql))
-        while True:
+        pages = linked_pages(
+            lambda: self._call(lambda: self.client.query(soql)),
+            lambda next_url: self._call(
+                lambda: self.client.query_more(next_url, identifier_is_url=True)
+            ),
+        )
+        for page in pages:
             yield records.to_frame(page["records"], self.mapping)
-            if page.get("done", True) or not page.get("nextRecordsUrl"):
-                return
-            next_url = page["nextRecordsUrl"]
-            page = self._call(
-                lambda next_url=next_url: self.client.query_more(next_url, identifier_is_url=True)
-            )
 
     def _call(self, request):
         return call_with_retries(request, classify, self.retry, on_retry=_log_retry)
@@ -267,7 +304,9 @@ def classify(error: Exception) -> Exception:
             "TLS verification of Salesforce failed: check the CA bundle "
             "(LEADSYNC_CA_BUNDLE or the credentials' ca_bundle)."
         )
-    if isinstance(error, requests.ConnectionError | requests.Timeout):
+    if isinstance(error, requests.Timeout):
+        return Transient(f"Salesforce did not answer in time: {type(error).__name__}")
+    if isinstance(error, requests.ConnectionError):
         return Transient(f"connection to Salesforce failed: {type(error).__name__}")
     return error
 

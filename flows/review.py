@@ -68,6 +68,8 @@ def review_criteria(
         read - valid,
         valid - len(scored),
     )
+    if scored.empty:
+        return Completed(message=f"No {source} lead has been scored yet: nothing to review")
     result = review(scored, rules, as_of, connector.mapping.unworked_statuses, min_group)
     candidate = replay(scored, rules, candidate_rules, as_of) if candidate_rules else None
     publish_review(result, candidate, source, candidate_rules_path, rules, candidate_rules)

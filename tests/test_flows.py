@@ -409,6 +409,12 @@ def test_writes_fill_whole_batches_across_chunks(crm, monkeypatch, as_of):
     assert report.usage.reads == 5
 
 
+def test_a_review_before_any_lead_was_scored_says_so(crm, as_of):
+    crm()
+    state = review_criteria(source="hubspot", as_of=as_of, return_state=True)
+    assert state.is_completed() and "No hubspot lead has been scored yet" in state.message
+
+
 @pytest.mark.parametrize("source", SOURCES)
 def test_review_reports_conversion_replays_candidate_rules_and_writes_nothing(
     crm, source, tmp_path

@@ -165,7 +165,7 @@ def test_two_workers_sync_both_crms_at_once_with_the_ledger_on_postgres(stack, s
     for source, flow_run in synced.items():
         leads = pd.concat(connector_for(source, f"sandbox-{source}").read_all())
         scored = leads[leads["score"].notna()].set_index("crm_id")["score"]
-        written = ledger.writes_of_run(str(flow_run.id)).query("field == 'score'")
+        written = ledger.audit.writes_of_run(str(flow_run.id)).query("field == 'score'")
         valid = valid_of(leads)
         assert len(scored) == len(valid) < LEADS  # every valid lead scored, no quarantined one
         assert (

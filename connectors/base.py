@@ -110,6 +110,10 @@ class Connector(Protocol):
     def read_all(self) -> Iterator[pd.DataFrame]:
         """Every lead, through the API's cheapest bulk or list path (backfills)."""
 
+    def read_all_from(self, position: str | None) -> Iterator[tuple[pd.DataFrame, str]]:
+        """`read_all`, each page with the position after it: a read given that position goes
+        on with the leads not read yet (None: from the start)."""
+
     def read_by_ids(self, crm_ids: Sequence[str]) -> pd.DataFrame:
         """The current state of these leads (missing ids are absent from the result)."""
 

@@ -44,10 +44,17 @@ def linked_pages(
         page = more(next_url)
 
 
-def keyset_pages(fetch: KeysetFetch, page_size: int, source: str = "HubSpot") -> Iterator[list]:
+Bounds = tuple[str | None, str | None]  # every match at or below the first, or at or above
+# the second, is read (None: no bound yet)
+
+
+def keyset_pages(
+    fetch: KeysetFetch, page_size: int, source: str = "HubSpot", start: Bounds = (None, None)
+) -> Iterator[tuple[list, Bounds]]:
     """Every match, read by two cursors at once: one up from the lowest id, one down from the
     highest, each asking only for ids between what the two have read so far; yields non-empty
-    pages of results.
+    pages of results, each with the bounds read once it is (a later read given them as `start`
+    goes on from there).
 
     No request carries an offset, so matches that leave the search meanwhile shift nothing, and
     a cap on how deep a search may page never applies. Two requests in flight keep a search
@@ -55,7 +62,7 @@ def keyset_pages(fetch: KeysetFetch, page_size: int, source: str = "HubSpot") ->
     so the second cursor starts only when more than a page remains, and neither makes an empty
     last call.
     """
-    low = high = None  # every match at or below `low`, or at or above `high`, is read
+    low, high = start  # every match at or below `low`, or at or above `high`, is read
     with ThreadPoolExecutor(2, thread_name_prefix="keyset-search") as fetcher:
         up = fetcher.submit(fetch, low, high, "ASCENDING")
         down: Future | None = None  # until the first page tells how many there are
@@ -68,9 +75,10 @@ def keyset_pages(fetch: KeysetFetch, page_size: int, source: str = "HubSpot") ->
                 top = int(rising[-1]["id"]) if rising else -1
                 falling = [c for c in down.result()["results"] if int(c["id"]) > top]
                 remaining -= len(falling)
-            for found in (rising, falling):
-                if found:
-                    yield found
+            if rising:
+                yield rising, (str(rising[-1]["id"]), high)
+            if falling:
+                yield falling, (str(rising[-1]["id"]) if rising else low, str(falling[-1]["id"]))
             if remaining <= 0:
                 return
             if not rising:

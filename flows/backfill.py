@@ -5,7 +5,10 @@ command run again, resumes where it stopped, with the end its first attempt reso
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime, timedelta
+
+import pandas as pd
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
@@ -51,7 +54,8 @@ def backfill_leads(
 
     Safe to stop and rerun: Retry, or a rerun with the same parameters, resumes after the last
     finished window (with the end the first attempt resolved, when end is not given). Without
-    a start, every lead is read through the CRM's list/bulk path.
+    a start, every lead is read through the CRM's list/bulk path, and a rerun resumes after the
+    last segment written (LEADSYNC_BACKFILL_SEGMENT_LEADS, 50,000 leads).
 
     Args:
         source: which CRM to backfill.
@@ -70,7 +74,7 @@ def backfill_leads(
         pipeline = build_pipeline(connector, ledger, rules_path, as_of, dry_run, check_lease)
         saved = (None if dry_run else ledger.progress(key)) or Progress()
         if start is None:
-            report = pipeline.process_all(connector.read_all())
+            report = _full_read(pipeline, ledger, key, saved.position)
         else:
             until = saved.until or (utc(end) if end else as_of)
             first = saved.done or utc(start)
@@ -85,6 +89,44 @@ def progress_key(
 ) -> str:
     asked = [utc(moment).isoformat() if moment else "-" for moment in (start, end)]
     return f"backfill:{source}:{asked[0]}:{asked[1]}:{window_days}d"
+
+
+class Segment:
+    """The next `leads` leads of a full read, page by page, and where the read stood after
+    the last page it gave."""
+
+    def __init__(self, pages: Iterator[tuple[pd.DataFrame, str]], leads: int):
+        self._pages, self._leads = pages, leads
+        self.position: str | None = None
+        self.exhausted = False
+
+    def __iter__(self) -> Iterator[pd.DataFrame]:
+        given = 0
+        while given < self._leads:
+            item = next(self._pages, None)
+            if item is None:
+                self.exhausted = True
+                return
+            page, self.position = item
+            given += len(page)
+            yield page
+
+
+def _full_read(pipeline: Pipeline, ledger: Ledger, key: str, position: str | None) -> RunReport:
+    """Every lead, a segment at a time; where the read stood is kept after each segment was
+    written, so a stopped backfill goes on from there instead of reading everything again."""
+    logger, dry_run = get_run_logger(), pipeline.dry_run
+    if position is not None:
+        logger.info("Backfill resumes after %s, where a stopped attempt got", position)
+    pages = pipeline.connector.read_all_from(position)
+    while True:
+        segment = Segment(pages, pipeline.settings.backfill_segment_leads)
+        pipeline.process_all(segment)
+        if segment.position is not None and not dry_run:
+            ledger.save_progress(key, Progress(position=segment.position), run_id())
+        logger.info("Backfill: %d leads read", pipeline.report.read)
+        if segment.exhausted or segment.position is None:
+            return pipeline.report
 
 
 def _windows(

@@ -42,6 +42,11 @@ class JobSettings(BaseSettings):
         description="re-read a chunk's leads before writing when it was read longer ago than "
         "this, so a person's edit while it waited is not overwritten",
     )
+    backfill_segment_leads: int = Field(
+        default=50_000,
+        ge=1,
+        description="a backfill without a start keeps its progress after each this many leads",
+    )
     write_lease_seconds: float = Field(
         default=240.0,
         ge=4,

@@ -74,6 +74,8 @@ def scored_in_sandbox(sandbox, source: str) -> int:
 def command(kind: str, source: str, as_of: pd.Timestamp) -> list[str]:
     if kind == "sync":
         return ["sync", "--source", source, "--as-of", as_of.isoformat()]
+    if kind == "full backfill":
+        return ["backfill", "--source", source, "--as-of", as_of.isoformat()]
     start = (as_of - pd.Timedelta(days=31)).isoformat()
     return ["backfill", "--source", source, "--start", start, "--window-days", "5",
             "--as-of", as_of.isoformat()]  # no --end: a retry must keep the first one's
@@ -82,6 +84,8 @@ def command(kind: str, source: str, as_of: pd.Timestamp) -> list[str]:
 def run_in_process(kind: str, source: str, as_of: pd.Timestamp):
     if kind == "sync":
         return sync_leads(source=source, as_of=as_of, return_state=True)
+    if kind == "full backfill":
+        return backfill_leads(source=source, as_of=as_of, return_state=True)
     return backfill_leads(
         source=source, start=as_of - pd.Timedelta(days=31), window_days=5, as_of=as_of,
         return_state=True,
@@ -115,11 +119,15 @@ def differs(one: pd.DataFrame, other: pd.DataFrame) -> pd.DataFrame:
     return one != other
 
 
-@pytest.mark.parametrize("kind", ["sync", "backfill"])
-@pytest.mark.parametrize("source", SOURCES)
+@pytest.mark.parametrize(
+    ("source", "kind"),
+    [(source, kind) for source in SOURCES for kind in ("sync", "backfill")]
+    + [("hubspot", "full backfill")],
+)
 def test_a_run_killed_mid_write_is_audited_finished_by_the_rerun_and_rolled_back(
-    crm, source, kind, as_of, prefect_api, tmp_path
+    crm, source, kind, as_of, prefect_api, tmp_path, monkeypatch
 ):
+    monkeypatch.setenv("LEADSYNC_BACKFILL_SEGMENT_LEADS", "200")  # progress kept every page
     # The HubSpot sync runs as from a shell: on a temporary Prefect server of its own, gone
     # with it; the others on a long-lived server. The write lease lives in neither.
     if (source, kind) == ("hubspot", "sync"):
@@ -139,6 +147,8 @@ def test_a_run_killed_mid_write_is_audited_finished_by_the_rerun_and_rolled_back
     started = pd.Timestamp.now(tz="UTC")
     rerun = run_in_process(kind, source, as_of)  # the same command again
     assert rerun.is_completed(), rerun.message
+    if kind == "full backfill":  # it went on from the last segment the killed run finished
+        assert 0 < rerun.result().read < LEADS
     after = as_texts(crm_state(source))
     pd.testing.assert_frame_equal(after.reset_index(drop=True), expected.reset_index(drop=True))
 

@@ -72,7 +72,19 @@ class Search:
 
 
 def read(search: Search) -> list[int]:
-    return [int(c["id"]) for page in keyset_pages(search, search.page) for c in page]
+    return [int(c["id"]) for page, _ in keyset_pages(search, search.page) for c in page]
+
+
+@pytest.mark.parametrize("stop_after", [1, 2, 3, 6])
+def test_a_read_resumed_from_the_bounds_of_its_last_page_reads_each_match_once(stop_after):
+    search = Search(range(1, 3_000, 2))
+    pages = keyset_pages(search, search.page)
+    first = [next(pages) for _ in range(stop_after)]
+    pages.close()  # the run stopped here
+    bounds = first[-1][1]
+    rest = [c for page, _ in keyset_pages(search, search.page, start=bounds) for c in page]
+    got = [int(c["id"]) for page, _ in first for c in page] + [int(c["id"]) for c in rest]
+    assert sorted(got) == search.ids
 
 
 @pytest.mark.parametrize("count", [0, 1, 200, 201, 999, 5_000])

@@ -38,7 +38,7 @@ from connectors.hubspot import records
 from connectors.hubspot.properties import CUSTOM_PROPERTIES
 from connectors.mapping import FieldMapping, load_mapping
 from connectors.pacing import Pacer
-from connectors.paging import keyset_pages
+from connectors.paging import Bounds, keyset_pages
 from connectors.retry import RetryPolicy, Transient, call_with_retries
 from connectors.settings import ConnectorSettings
 
@@ -247,9 +247,15 @@ class HubSpotConnector:
         return self._search_by_id(groups)
 
     def read_all(self) -> Iterator[pd.DataFrame]:
+        return (page for page, _ in self.read_all_from(None))
+
+    def read_all_from(self, position: str | None) -> Iterator[tuple[pd.DataFrame, str]]:
         """Every contact: a search with no filter but the id keyset, 200 per call (the list
-        endpoint gives 100), under the search budget rather than the one writes share."""
-        return self._search_by_id([[]])
+        endpoint gives 100), under the search budget rather than the one writes share. Each
+        page comes with the id bounds read so far, where a later read resumes (`position`)."""
+        start = tuple(json.loads(position)) if position else (None, None)
+        for page, bounds in self._search_pages([[]], start):
+            yield page, json.dumps(bounds)
 
     def read_by_ids(self, crm_ids: Sequence[str]) -> pd.DataFrame:
         ids = list(dict.fromkeys(str(crm_id) for crm_id in crm_ids))
@@ -309,12 +315,18 @@ class HubSpotConnector:
         search, their modification time now past the window) shift nothing, and HubSpot's
         10,000-result cap on paging never applies.
         """
+        return (page for page, _ in self._search_pages(groups))
+
+    def _search_pages(
+        self, groups: list[list[dict]], start: Bounds = (None, None)
+    ) -> Iterator[tuple[pd.DataFrame, Bounds]]:
         pages = keyset_pages(
             lambda low, high, direction: self._search_page(groups, low, high, direction),
             SEARCH_PAGE,
+            start=start,
         )
-        for page in pages:
-            yield records.to_frame(page, self.mapping)
+        for page, bounds in pages:
+            yield records.to_frame(page, self.mapping), bounds
 
     def _search_page(
         self, groups: list[list[dict]], above: str | None, below: str | None, direction: str

@@ -158,12 +158,19 @@ class SalesforceConnector:
         return self._pages(records.select_modified(self.mapping, since, until))
 
     def read_all(self) -> Iterator[pd.DataFrame]:
-        """Every lead: through a Bulk API 2.0 query job when there are at least the bulk
-        threshold of them (a handful of calls instead of one per 2,000), else REST pages."""
-        soql = records.select_all(self.mapping)
+        return (page for page, _ in self.read_all_from(None))
+
+    def read_all_from(self, position: str | None) -> Iterator[tuple[pd.DataFrame, str]]:
+        """Every lead in id order (after the lead `position`, when given): through a Bulk API
+        2.0 query job when there are at least the bulk threshold of them (a handful of calls
+        instead of one per 2,000), else REST pages. Each page comes with its last lead's id,
+        where a later read resumes."""
+        soql = records.select_all(self.mapping, position)
         if self.settings.salesforce_bulk and self._reaches_bulk(self._lead_count()):
-            return self._bulk_pages(soql)
-        return self._pages(soql)
+            pages = self._bulk_pages(soql)
+        else:
+            pages = self._pages(soql)
+        return ((page, page["crm_id"].iloc[-1]) for page in pages if len(page))
 
     def read_stale(
         self, qualified_before: datetime, cold_before: datetime | None = None

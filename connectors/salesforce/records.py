@@ -34,8 +34,14 @@ def select_modified(mapping: FieldMapping, since: datetime, until: datetime) -> 
     )
 
 
-def select_all(mapping: FieldMapping) -> str:
-    return f"{_select(mapping)} ORDER BY {_field(mapping.id_field)}"
+def select_all(mapping: FieldMapping, after: str | None = None) -> str:
+    """Every lead in id order; with `after`, those after that id (a resumed read)."""
+    key = _field(mapping.id_field)
+    if after is None:
+        return f"{_select(mapping)} ORDER BY {key}"
+    if not SALESFORCE_ID.match(after):
+        raise UnsafeValue(f"not a Salesforce id: {after!r}")
+    return format_soql(f"{_select(mapping)} WHERE {key} > {{}} ORDER BY {key}", after)
 
 
 def select_count(mapping: FieldMapping) -> str:

@@ -110,6 +110,7 @@ class Faults:
 
     def __init__(self, plan: FaultPlan | None = None):
         self.plan = plan or FaultPlan()
+        self.injected: Counter[str] = Counter()  # request faults injected so far, by kind
         self._seen: Counter[tuple[str, str]] = Counter()  # draws so far, by (kind, key)
         self._lock = threading.Lock()
 
@@ -128,6 +129,8 @@ class Faults:
         for kind in self.REQUEST_FAULTS:
             threshold += getattr(plan, kind)
             if draw < threshold:
+                with self._lock:
+                    self.injected[kind] += 1
                 return kind
         return None
 

@@ -266,6 +266,34 @@ def test_a_run_under_injected_faults_converges_to_the_clean_state(crm, as_of):
     pd.testing.assert_frame_equal(actual.reset_index(drop=True), expected.reset_index(drop=True))
 
 
+@pytest.mark.timeout(400)
+@pytest.mark.parametrize("source", SOURCES)
+def test_crm_calls_that_never_answer_are_timed_out_and_every_run_finishes(
+    crm, source, as_of, monkeypatch
+):
+    crm("clean")
+    before = crm_state(source)[WRITTEN]
+    assert sync_leads(source=source, as_of=as_of, return_state=True).is_completed()
+    expected = crm_state(source)[WRITTEN]
+
+    monkeypatch.setenv("LEADSYNC_READ_TIMEOUT_SECONDS", "1")
+    sandbox = crm("hanging", faults=FaultPlan(hang=0.08, hang_seconds=3600, seed=3))
+    start = as_of - pd.Timedelta(days=31)
+    backfill = backfill_leads(source=source, start=start, as_of=as_of, return_state=True)
+    assert backfill.is_completed(), backfill.message
+    pd.testing.assert_frame_equal(crm_state(source)[WRITTEN], expected)
+    undone = rollback_run(
+        source=source, run_id=str(backfill.state_details.flow_run_id), return_state=True
+    )
+    assert undone.is_completed(), undone.message
+    pd.testing.assert_frame_equal(crm_state(source)[WRITTEN], before)
+    synced = sync_leads(source=source, as_of=as_of, return_state=True)
+    assert synced.is_completed(), synced.message
+    pd.testing.assert_frame_equal(crm_state(source)[WRITTEN], expected)
+    faults = sandbox.salesforce_faults if source == "salesforce" else sandbox.hubspot_faults
+    assert faults.injected["hang"] >= 3  # calls of every run went unanswered
+
+
 def test_command_line_runs_a_flow_with_its_parameters(crm, capsys, as_of):
     crm()
     before = crm_state("hubspot")

@@ -65,19 +65,7 @@ class Ledger:
         return _utc(value) if value is not None else None
 
     def set_watermark(self, source: str, watermark: datetime, run_id: str | None) -> None:
-        with self.engine.begin() as connection:
-            connection.execute(delete(watermarks).where(watermarks.c.source == source))
-            connection.execute(
-                insert(watermarks),
-                [
-                    {
-                        "source": source,
-                        "watermark": watermark,
-                        "run_id": run_id,
-                        "updated_at": datetime.now(UTC),
-                    }
-                ],
-            )
+        self._put(watermarks.c.source, source, watermark=watermark, run_id=run_id)
 
     def reset_watermark(self, source: str) -> None:
         """Forget where a source's sync got to: its next sync reads every lead."""
@@ -93,21 +81,14 @@ class Ledger:
         return Progress(stamp(row.until), stamp(row.done), row.position)
 
     def save_progress(self, key: str, state: Progress, run_id: str | None) -> None:
-        with self.engine.begin() as connection:
-            connection.execute(delete(progress).where(progress.c.key == key))
-            connection.execute(
-                insert(progress),
-                [
-                    {
-                        "key": key,
-                        "until": state.until,
-                        "done": state.done,
-                        "position": state.position,
-                        "run_id": run_id,
-                        "updated_at": datetime.now(UTC),
-                    }
-                ],
-            )
+        self._put(
+            progress.c.key,
+            key,
+            until=state.until,
+            done=state.done,
+            position=state.position,
+            run_id=run_id,
+        )
 
     def clear_progress(self, key: str) -> None:
         """The long run finished: the same request made again starts afresh."""
@@ -153,6 +134,17 @@ class Ledger:
                         for crm_id, reason in part
                     ],
                 )
+
+
+    def _put(self, key_column: Column, key: str, **values) -> None:
+        """The row of `key` in `key_column`'s table, replaced by `values`."""
+        table = key_column.table
+        with self.engine.begin() as connection:
+            connection.execute(delete(table).where(key_column == key))
+            connection.execute(
+                insert(table),
+                [{key_column.name: key, **values, "updated_at": datetime.now(UTC)}],
+            )
 
 
 def _settle(connection, source: str, ids: list[str]) -> None:

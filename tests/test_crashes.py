@@ -195,7 +195,9 @@ def _utc(stamp: pd.Timestamp) -> pd.Timestamp:
 
 def test_two_writers_of_one_crm_started_together_take_turns(crm, as_of, prefect_api):
     crm("shared", faults=SLOW)
-    later = as_of + pd.Timedelta(days=120)  # scores decay meanwhile: both runs write
+    # Scored 120 and 240 days on, engagement decays in between: whichever runs second rewrites
+    # what the first wrote (a window up to a future as_of takes in the first one's writes).
+    moments = [as_of + pd.Timedelta(days=days) for days in (120, 240)]
     env = {**os.environ, "PREFECT_API_URL": prefect_api, "PREFECT_LOGGING_LEVEL": "WARNING"}
     runs = [
         subprocess.Popen(
@@ -203,7 +205,7 @@ def test_two_writers_of_one_crm_started_together_take_turns(crm, as_of, prefect_
             cwd=ROOT,
             env=env,
         )
-        for moment in (as_of.isoformat(), later.isoformat())
+        for moment in (moment.isoformat() for moment in moments)
     ]
     assert [run.wait(timeout=300) for run in runs] == [0, 0]
     rows = pd.concat(

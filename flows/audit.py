@@ -11,7 +11,6 @@ runs; the rest are removed and their leads owed a retry.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal
@@ -43,7 +42,6 @@ State = Literal["intent", "written"]
 ROWS_PER_INSERT = 5_000
 LEADS_PER_RECONCILE = 2_000  # open intents reconciled a slice of leads at a time
 UNCONFIRMED = "a run stopped before the CRM confirmed this write; rescored and written again"
-log = logging.getLogger(__name__)
 
 writes = Table(
     "writes",
@@ -192,8 +190,6 @@ def reconcile_open_intents(ledger: Ledger, connector: Connector) -> tuple[int, i
             missing = by_lead.index[~by_lead]
             ledger.owe(source, pd.DataFrame({"crm_id": missing, "reason": UNCONFIRMED}), run_id)
             confirmed, owed = confirmed + int(by_lead.sum()), owed + len(missing)
-    if confirmed or owed:
-        log.info("Reconciled open writes of %s: %d leads written, %d owed", source, confirmed, owed)
     return confirmed, owed
 
 

@@ -62,7 +62,8 @@ class Holder:
     acquired_at: datetime
 
     def describe(self) -> str:
-        return f"run {self.run_id} (pid {self.pid} on {self.host}, since {self.acquired_at:%H:%M:%S})"
+        since = f"{self.acquired_at:%H:%M:%S}"
+        return f"run {self.run_id} (pid {self.pid} on {self.host}, since {since} UTC)"
 
 
 class Lease:

@@ -182,7 +182,8 @@ def test_rollback_restores_the_previous_values_except_where_a_person_changed_the
 def test_a_stopped_rollback_keeps_what_it_restored_and_resumes_to_the_end(crm, as_of):
     sandbox = crm(leads=600)
     before = crm_state("salesforce")[WRITTEN]
-    run = str(sync_leads(source="salesforce", as_of=as_of, return_state=True).state_details.flow_run_id)
+    synced = sync_leads(source="salesforce", as_of=as_of, return_state=True)
+    run = str(synced.state_details.flow_run_id)
     written = Ledger().audit.writes_of_run(run)["crm_id"].nunique()
     daily = sandbox.salesforce.daily
     daily.limit = daily.used + 4  # describe, two reads of the leads, one of three writes

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import pandas as pd
 from sqlalchemy import (
@@ -38,7 +38,6 @@ if TYPE_CHECKING:
     from connectors import Connector
     from flows.ledger import Ledger
 
-State = Literal["intent", "written"]
 ROWS_PER_INSERT = 5_000
 LEADS_PER_RECONCILE = 2_000  # open intents reconciled a slice of leads at a time
 UNCONFIRMED = "a run stopped before the CRM confirmed this write; rescored and written again"
@@ -65,11 +64,27 @@ class AuditLog:
     def intend(self, run_id: str, source: str, changes: pd.DataFrame) -> None:
         """Record `changes` (crm_id, field, old, new) as about to be written. Inserted a slice
         at a time, so a large chunk's rows never sit in memory twice over."""
-        self._insert(run_id, source, changes, "intent")
-
-    def record_written(self, run_id: str, source: str, changes: pd.DataFrame) -> None:
-        """Record `changes` the CRM already accepted (a write with nothing to reconcile)."""
-        self._insert(run_id, source, changes, "written")
+        if changes.empty:
+            return
+        now = datetime.now(UTC)
+        columns = changes[["crm_id", "field", "old", "new"]]
+        with self.engine.begin() as connection:
+            for start in range(0, len(columns), ROWS_PER_INSERT):
+                part = columns.iloc[start : start + ROWS_PER_INSERT]
+                rows = [
+                    {
+                        "run_id": run_id,
+                        "source": source,
+                        "crm_id": crm_id,
+                        "field": field,
+                        "old": as_text(old),
+                        "new": as_text(new),
+                        "written_at": now,
+                        "state": "intent",
+                    }
+                    for crm_id, field, old, new in part.itertuples(index=False)
+                ]
+                connection.execute(insert(writes), rows)
 
     def confirm(
         self, run_id: str, source: str, written: Iterable[str], not_written: Iterable[str]
@@ -148,30 +163,6 @@ class AuditLog:
                     select(func.count()).where(writes.c.source == source, _open())
                 ).scalar()
             )
-
-    def _insert(self, run_id: str, source: str, changes: pd.DataFrame, state: State) -> None:
-        if changes.empty:
-            return
-        now = datetime.now(UTC)
-        columns = changes[["crm_id", "field", "old", "new"]]
-        with self.engine.begin() as connection:
-            for start in range(0, len(columns), ROWS_PER_INSERT):
-                part = columns.iloc[start : start + ROWS_PER_INSERT]
-                rows = [
-                    {
-                        "run_id": run_id,
-                        "source": source,
-                        "crm_id": crm_id,
-                        "field": field,
-                        "old": as_text(old),
-                        "new": as_text(new),
-                        "written_at": now,
-                        "state": state,
-                    }
-                    for crm_id, field, old, new in part.itertuples(index=False)
-                ]
-                connection.execute(insert(writes), rows)
-
 
 def reconcile_open_intents(ledger: Ledger, connector: Connector) -> tuple[int, int]:
     """Settle every open intent of `connector`'s CRM against what the CRM holds now: a lead

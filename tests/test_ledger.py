@@ -31,8 +31,9 @@ def test_writes_round_trip_as_text_in_order(ledger):
             "new": [71.0, stamp, "Qualified"],
         }
     )
-    ledger.audit.record_written("run-1", "hubspot", changes)
-    ledger.audit.record_written("run-2", "hubspot", changes.iloc[:1])
+    for run, written in (("run-1", changes), ("run-2", changes.iloc[:1])):
+        ledger.audit.intend(run, "hubspot", written)
+        ledger.audit.confirm(run, "hubspot", written["crm_id"], [])
     written = ledger.audit.writes_of_run("run-1")
     assert written[["crm_id", "field", "old", "new"]].fillna("-").values.tolist() == [
         ["a", "score", "-", "71"],

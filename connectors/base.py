@@ -52,6 +52,15 @@ class MissingFields(ConnectorError):
         super().__init__(f"{source} is missing mapped field(s) {', '.join(fields)}. {how_to_fix}")
 
 
+class FieldsNotAccessible(ConnectorError):
+    """Mapped fields that exist, but that the integration user may not read or write; each
+    problem says which permission is missing and how to grant it."""
+
+    def __init__(self, problems: Sequence[str]):
+        self.problems = list(problems)
+        super().__init__("; ".join(self.problems))
+
+
 CallKind = Literal["read", "write", "metadata"]
 
 

@@ -203,19 +203,19 @@ def test_secrets_never_reach_logs_reprs_or_errors(start_sandbox, caplog):
         assert secret not in text
 
 
-def test_missing_properties_are_named_and_the_opt_in_command_creates_them(
+def test_missing_properties_are_named_and_the_setup_command_creates_them(
     start_sandbox, tmp_path, monkeypatch, capsys
 ):
     sandbox = start_sandbox(hubspot=HubSpotSettings(create_custom_properties=False))
-    with pytest.raises(MissingFields, match="leadsync_score.*create-hubspot-properties"):
+    with pytest.raises(MissingFields, match="leadsync_score.*setup --source hubspot"):
         make_connector(sandbox).check_fields()
     sandbox.write_info(tmp_path / "info.json")
     monkeypatch.setenv("LEADSYNC_SANDBOX_INFO", str(tmp_path / "info.json"))
     monkeypatch.delenv("HUBSPOT_ACCESS_TOKEN", raising=False)
     assert connectors_main(["check", "--source", "hubspot"]) == 1
     assert "leadsync_score" in capsys.readouterr().err
-    assert connectors_main(["create-hubspot-properties"]) == 0
-    assert "created leadsync_" in capsys.readouterr().out
+    assert connectors_main(["setup", "--source", "hubspot"]) == 0
+    assert "create contact property leadsync_" in capsys.readouterr().out
     assert connectors_main(["check", "--source", "hubspot"]) == 0
 
 

@@ -154,12 +154,14 @@ class HubSpotConnector:
             raise MissingFields(
                 self.source,
                 missing,
-                "Create them with `python -m connectors create-hubspot-properties` (or in "
+                "Create them with `python -m connectors setup --source hubspot` (or in "
                 "Settings > Properties), or map other properties in the field mapping file.",
             )
 
-    def create_missing_properties(self) -> list[str]:
-        """Create the mapped leadsync custom properties the portal lacks; returns their names."""
+    def set_up(self, dry_run: bool = False) -> list[str]:
+        """Create the mapped leadsync custom properties the portal lacks (connectors.hubspot
+        .properties defines them, options included); returns what was, or in a dry run would
+        be, created."""
         missing = self._missing_properties()
         unknown = [name for name in missing if name not in CUSTOM_PROPERTIES]
         if unknown:
@@ -167,17 +169,24 @@ class HubSpotConnector:
                 f"no definition for {', '.join(unknown)}: create them in "
                 "HubSpot (Settings > Properties) or map other properties"
             )
-        for name in missing:
-            self._call(
-                lambda name=name: self._properties_api.create(
-                    object_type=self.mapping.object,
-                    property_create=CUSTOM_PROPERTIES[name],
-                    _preload_content=False,
-                    _request_timeout=self._timeout,
-                ),
-                "metadata",
-            )
-        return missing
+        if not dry_run:
+            for name in missing:
+                self._create_property(CUSTOM_PROPERTIES[name])
+        return [
+            f"create contact property {name} ({CUSTOM_PROPERTIES[name]['type']})"
+            for name in missing
+        ]
+
+    def _create_property(self, definition: dict) -> None:
+        self._call(
+            lambda: self._properties_api.create(
+                object_type=self.mapping.object,
+                property_create=definition,
+                _preload_content=False,
+                _request_timeout=self._timeout,
+            ),
+            "metadata",
+        )
 
     def _missing_properties(self) -> list[str]:
         existing = self._call(

@@ -26,6 +26,7 @@ from connectors.base import (
     CallKind,
     ConnectorError,
     DailyLimitReached,
+    FieldsNotAccessible,
     MissingFields,
     write_in_batches,
 )
@@ -34,7 +35,7 @@ from connectors.credentials import SalesforceCredentials, salesforce_credentials
 from connectors.mapping import FieldMapping, load_mapping
 from connectors.paging import linked_pages
 from connectors.retry import RetryPolicy, Transient, call_with_retries
-from connectors.salesforce import bulk, records
+from connectors.salesforce import bulk, records, setup
 from connectors.settings import ConnectorSettings
 
 DEFAULT_MAPPING = Path(__file__).with_name("mapping.yaml")
@@ -143,16 +144,42 @@ class SalesforceConnector:
         return cls(client, mapping, retry, settings, budget)
 
     def check_fields(self) -> None:
+        """Raise MissingFields for mapped fields the org lacks, and FieldsNotAccessible for
+        those field-level security keeps the integration user from reading (or, if written,
+        editing): describe leaves out a field the user cannot read, so absent fields are looked
+        up among the object's custom fields (Tooling API) to tell which."""
         describe = self._call(lambda: getattr(self.client, self.mapping.object).describe())
-        missing = self.mapping.missing_from({field["name"] for field in describe["fields"]})
+        fields = {field["name"]: field for field in describe["fields"]}
+        absent = self.mapping.missing_from(set(fields))
+        existing = (
+            setup.existing_custom_fields(self.client, self.mapping.object, self._call)
+            if absent
+            else set()
+        )
+        missing = [field for field in absent if field not in existing]
         if missing:
             raise MissingFields(
                 self.source,
                 missing,
-                f"Create them in Setup > Object Manager > {self.mapping.object} > Fields & "
-                "Relationships (see README, 'Pointing leadsync at real CRMs'), or map other "
-                "fields in the field mapping file.",
+                f"Create them with `{setup.SETUP_COMMAND}` (leadsync's own fields) or in Setup > "
+                f"Object Manager > {self.mapping.object} > Fields & Relationships (see README, "
+                "'Pointing leadsync at real CRMs'), or map other fields in the field mapping file.",
             )
+        uneditable = [
+            field
+            for field in self.mapping.write.values()
+            if field in fields and not fields[field]["updateable"]
+        ]
+        problems = setup.access_problems(
+            self.mapping.object, [field for field in absent if field in existing], uneditable
+        )
+        if problems:
+            raise FieldsNotAccessible(problems)
+
+    def set_up(self, dry_run: bool = False) -> list[str]:
+        """Create the custom fields and the permission set leadsync needs (connectors.salesforce
+        .setup); returns what was, or in a dry run would be, changed."""
+        return setup.OrgSetup(self.client, self.mapping, self._call, dry_run).run()
 
     def read_modified(self, since: datetime, until: datetime) -> Iterator[pd.DataFrame]:
         return self._pages(records.select_modified(self.mapping, since, until))

@@ -24,6 +24,7 @@ from sandbox.http import Faults, Request, Response
 from sandbox.limits import DailyCounter
 from sandbox.salesforce import schema, soql
 from sandbox.salesforce.bulk import BulkJobs
+from sandbox.salesforce.metadata import OrgMetadata
 from sandbox.salesforce.schema import FIELDS, Field, FieldError, WriteResult
 from sandbox.store import Database, Table
 
@@ -52,6 +53,7 @@ class SalesforceSettings:
     client_secret: str = "leadsync-sandbox-secret"
     username: str = "leadsync@sandbox.example"
     password: str = "leadsync-sandbox"
+    bare: bool = False  # an org where leadsync's setup never ran: no custom fields, no grants
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,7 @@ class SalesforceApi:
         self.table.index("SystemModstamp", "Id")
         self.table.index("LastModifiedDate")
         self.daily = DailyCounter(settings.daily_limit)
+        self.metadata = OrgMetadata(db, self.table, USER_ID, settings.bare)
         self._cursors: OrderedDict[str, Cursor] = OrderedDict()
         self._cursor_count = 0
         self._lock = threading.Lock()
@@ -110,6 +113,7 @@ class SalesforceApi:
             ("PATCH", re.compile(r"/composite/sobjects"), self._update_collection),
             ("POST", re.compile(r"/composite/sobjects"), self._create_collection),
             *self.bulk.routes(),
+            *self.metadata.routes(),
         ]
 
     # --- the sandbox's interface -------------------------------------------------------------
@@ -243,7 +247,7 @@ class SalesforceApi:
         )
 
     def _describe(self, request: Request, version: str, match: re.Match) -> Response:
-        return Response(200, schema.describe())
+        return Response(200, self.metadata.describe(schema.describe()))
 
     # --- queries -----------------------------------------------------------------------------
 
@@ -251,6 +255,9 @@ class SalesforceApi:
         text = request.param("q")
         if not text:
             return _error(400, "MALFORMED_QUERY", "A query string has to be specified")
+        owned = self.metadata.query_response(text, version)
+        if owned is not None:
+            return owned
         try:
             query = soql.parse(text)
         except soql.SoqlError as error:
@@ -309,10 +316,10 @@ class SalesforceApi:
         row, missing = self._existing(match["id"])
         if missing:
             return missing
-        fields = list(FIELDS)
+        fields = self.metadata.readable_fields()
         if request.param("fields"):
             names = [name.strip() for name in request.param("fields", "").split(",")]
-            unknown = [name for name in names if schema.field_named(name) is None]
+            unknown = [name for name in names if schema.field_named(name) not in fields]
             if unknown:
                 return _error(
                     400,
@@ -443,6 +450,7 @@ class SalesforceApi:
         self, connection: sqlite3.Connection, record_id: str, values: dict[str, Any]
     ) -> WriteResult:
         stored, errors = schema.validate_values(values, creating=False)
+        errors = self.metadata.write_errors(values) or errors
         if errors:
             return WriteResult(None, tuple(errors))
         if self.faults.write_fails(record_id):
@@ -455,6 +463,7 @@ class SalesforceApi:
 
     def _write_create(self, connection: sqlite3.Connection, values: dict[str, Any]) -> WriteResult:
         stored, errors = schema.validate_values(values, creating=True)
+        errors = self.metadata.write_errors(values) or errors
         missing = [name for name in schema.REQUIRED_ON_CREATE if not stored.get(name)]
         if missing and not errors:
             errors = [

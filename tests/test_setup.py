@@ -197,3 +197,39 @@ def test_the_tooling_api_refuses_metadata_it_does_not_understand(bare_crm, trust
             },
         )
     assert "colour" in refused.value.content[0]["message"]
+
+
+def test_a_new_custom_field_is_hidden_until_a_permission_set_grants_it(
+    bare_crm, trusted_session
+):
+    client = salesforce_client(bare_crm, trusted_session)
+    client.toolingexecute(
+        "sobjects/CustomField",
+        method="POST",
+        data={
+            "FullName": "Lead.Lead_Score__c",
+            "Metadata": {"label": "Score", "type": "Number", "precision": 3, "scale": 0},
+        },
+    )
+    assert "Lead_Score__c" not in {field["name"] for field in client.Lead.describe()["fields"]}
+    with pytest.raises(SalesforceMalformedRequest):
+        client.query("SELECT Lead_Score__c FROM Lead")
+
+    permission_set = client.PermissionSet.create({"Name": "scores", "Label": "Scores"})["id"]
+    client.FieldPermissions.create(
+        {
+            "ParentId": permission_set,
+            "SobjectType": "Lead",
+            "Field": "Lead.Lead_Score__c",
+            "PermissionsRead": True,
+        }
+    )
+    with pytest.raises(SalesforceMalformedRequest):  # granted, but not to this user yet
+        client.query("SELECT Lead_Score__c FROM Lead")
+    user = client.restful("chatter/users/me")["id"]
+    client.PermissionSetAssignment.create({"PermissionSetId": permission_set, "AssigneeId": user})
+
+    [field] = [f for f in client.Lead.describe()["fields"] if f["name"] == "Lead_Score__c"]
+    assert field["updateable"] is False  # read, not edit
+    scores = client.query_all("SELECT Lead_Score__c FROM Lead")["records"]
+    assert len(scores) == 60 and {lead["Lead_Score__c"] for lead in scores} == {None}

@@ -249,6 +249,13 @@ def _handler_for(
 
         do_POST = do_PATCH = do_PUT = do_DELETE = do_GET
 
+        def __getattr__(self, name: str) -> Any:
+            """Any other method (HEAD, OPTIONS, TRACE, ...) goes to the Api too, which answers
+            405 in its CRM's error shape rather than http.server's 501 HTML page."""
+            if name.startswith("do_"):
+                return self._serve
+            raise AttributeError(name)
+
         def _serve(self) -> None:
             with in_flight:
                 self._handle()
@@ -291,7 +298,8 @@ def _handler_for(
                 self.send_header(name, value)
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
-            self.wfile.write(payload)
+            if self.command != "HEAD":  # a HEAD response has headers only
+                self.wfile.write(payload)
 
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
             pass  # tokens travel in headers; the sandbox never logs requests

@@ -19,19 +19,21 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 from urllib.parse import unquote, urlencode
 
 import pandas as pd
 
 from sandbox.http import Faults, Request, Response
-from sandbox.hubspot import schema
+from sandbox.hubspot import discovery, schema
 from sandbox.hubspot.schema import (
     CREATED,
     ID_PROPERTY,
     MODIFIED,
     InvalidRequest,
     InvalidValues,
+    expect_known_fields,
     expect_list,
     expect_object,
     expect_string,
@@ -42,11 +44,15 @@ from sandbox.limits import DailyCounter, RollingWindow, Verdict
 from sandbox.store import Database, Table
 
 BATCH_LIMIT = 100
+# The request fields each body may have (HubSpot's OpenAPI documents); any other is refused.
+BATCH_READ_FIELDS = ("inputs", "properties", "propertiesWithHistory", "idProperty")
+BATCH_UPDATE_INPUT_FIELDS = ("id", "idProperty", "objectWriteTraceId", "properties")
+CREATE_FIELDS = ("properties", "associations", "objectWriteTraceId")
 LIST_PAGE_MAX, LIST_PAGE_DEFAULT = 100, 10
-OBJECT_TYPES = ("contacts", "0-1")
+OBJECT_TYPES = ("contacts", "contact", "0-1")
 ALWAYS_RETURNED = (CREATED, ID_PROPERTY, MODIFIED)
 CONTACT_ID = re.compile(r"\d{1,18}")
-CONTACTS = r"/crm/v3/objects/(?:contacts|0-1)"
+CONTACTS = r"/crm/v3/objects/(?:contacts|contact|0-1)"
 CONTACT = CONTACTS + r"/(?P<id>[^/]+)"
 PROPERTIES = r"/crm/v3/properties/(?P<type>[^/]+)"
 NOT_FOUND = (
@@ -135,6 +141,9 @@ class HubSpotApi:
             ("GET", re.compile(PROPERTIES), self._list_properties),
             ("POST", re.compile(PROPERTIES), self._create_property),
             ("GET", re.compile(PROPERTIES + r"/(?P<name>[^/]+)"), self._get_property),
+            ("GET", re.compile(discovery.LEGACY_CONTACT_PROPERTIES), self._legacy_properties),
+            ("GET", re.compile(discovery.SCHEMAS), self._schemas),
+            ("POST", re.compile(discovery.CONTACT_ASSOCIATIONS), self._associations),
         ]
 
     # --- the sandbox's interface -------------------------------------------------------------
@@ -177,11 +186,12 @@ class HubSpotApi:
         if isinstance(inputs, list):
             ids = [str(i.get("id")) for i in inputs if isinstance(i, dict) and "id" in i]
             return f"{key} {','.join(ids)}" if ids else f"{key} {len(inputs)} inputs"
-        if "filterGroups" in body or "sorts" in body:
+        if "filterGroups" in body or "filters" in body or "sorts" in body:
+            groups = [*(body.get("filterGroups") or []), {"filters": body.get("filters") or []}]
             filters = [
                 f"{f.get('propertyName')} {f.get('operator')}"
                 + (f" {f.get('value')}" if f.get("propertyName") == ID_PROPERTY else "")
-                for group in body.get("filterGroups") or []
+                for group in groups
                 if isinstance(group, dict)
                 for f in group.get("filters") or []
                 if isinstance(f, dict)
@@ -191,6 +201,12 @@ class HubSpotApi:
         return key
 
     def handle(self, request: Request) -> Response:
+        """Routing comes first, as in HubSpot: an unknown path is a 404 with or without a token;
+        a known one without a valid token a 401, before any budget is spent."""
+        handler, allowed = self._handler(request)
+        if handler is None and not allowed:
+            path = request.path.rstrip("/")
+            return _error(404, "OBJECT_NOT_FOUND", f"No API route for {request.method} {path}.")
         expected = self.settings.access_token.encode()
         token = (request.bearer_token or "").encode()
         if not expected or not hmac.compare_digest(token, expected):
@@ -206,7 +222,7 @@ class HubSpotApi:
         if not daily.allowed:
             self._count_rate_limited("DAILY")
             return self._rate_limited("DAILY", daily, headers)
-        response = self._route(request)
+        response = self._call(request, handler) if handler else _not_allowed(request, allowed)
         response.headers.update(headers)
         return response
 
@@ -246,35 +262,35 @@ class HubSpotApi:
         retry_after = str(max(1, math.ceil(verdict.retry_after_seconds)))
         return Response(429, body, {**headers, "Retry-After": retry_after})
 
-    def _route(self, request: Request) -> Response:
+    def _handler(
+        self, request: Request
+    ) -> tuple[Callable[[Request], Response] | None, list[str]]:
+        """The route's handler bound to its match, or None and the methods the path allows."""
         path = request.path.rstrip("/")
         allowed = []
         for method, pattern, handler in self._routes:
             match = pattern.fullmatch(path)
             if match and method == request.method:
-                try:
-                    return handler(request, match)
-                except InvalidRequest as error:
-                    return _error(400, "VALIDATION_ERROR", str(error))
-                except InvalidValues as error:
-                    return _error(
-                        400,
-                        "VALIDATION_ERROR",
-                        str(error),
-                        errors=[
-                            {"message": message, "code": code, "context": {"propertyName": [name]}}
-                            for name, code, message in error.problems
-                        ],
-                    )
+                return partial(handler, match=match), []
             if match:
                 allowed.append(method)
-        if allowed:
+        return None, allowed
+
+    def _call(self, request: Request, handler: Callable[[Request], Response]) -> Response:
+        try:
+            return handler(request)
+        except InvalidRequest as error:
+            return _error(400, "VALIDATION_ERROR", str(error))
+        except InvalidValues as error:
             return _error(
-                405,
+                400,
                 "VALIDATION_ERROR",
-                f"{request.method} is not allowed here; use {', '.join(allowed)}.",
+                str(error),
+                errors=[
+                    {"message": message, "code": code, "context": {"propertyName": [name]}}
+                    for name, code, message in error.problems
+                ],
             )
-        return _error(404, "OBJECT_NOT_FOUND", f"No API route for {request.method} {path}.")
 
     # --- reading -----------------------------------------------------------------------------
 
@@ -341,7 +357,9 @@ class HubSpotApi:
 
     def _batch_read(self, request: Request, match: re.Match) -> Response:
         started = _now_iso()
-        body, inputs = _batch(request)
+        body, inputs = _batch(request, BATCH_READ_FIELDS, ("id",))
+        if body.get("propertiesWithHistory"):
+            raise InvalidRequest("propertiesWithHistory is not supported by the sandbox.")
         ids = [expect_string(item.get("id"), "inputs[].id") for item in inputs]
         names = self._requested(expect_strings(body.get("properties", []), "properties"))
         id_property = _optional_string(body.get("idProperty"), "idProperty")
@@ -358,7 +376,7 @@ class HubSpotApi:
     # --- writing -----------------------------------------------------------------------------
 
     def _update(self, request: Request, match: re.Match) -> Response:
-        body = expect_object(_json(request), "the request body")
+        body = expect_known_fields(_json(request), ("properties",), "SimplePublicObjectInput")
         values = schema.storage_values(body.get("properties"), self.properties)
         with self.db.transaction() as connection:
             row = self._find(unquote(match["id"]), request.param("idProperty"), False)
@@ -370,7 +388,11 @@ class HubSpotApi:
         return Response(200, self._contact(updated, self._written(values)))
 
     def _create(self, request: Request, match: re.Match) -> Response:
-        body = expect_object(_json(request), "the request body")
+        body = _no_associations(
+            expect_known_fields(
+                _json(request), ("properties", "associations"), "SimplePublicObjectInputForCreate"
+            )
+        )
         values = schema.storage_values(body.get("properties"), self.properties)
         with self.db.transaction() as connection:
             if self.faults.write_fails():
@@ -393,7 +415,7 @@ class HubSpotApi:
 
     def _batch_update(self, request: Request, match: re.Match) -> Response:
         started = _now_iso()
-        _, inputs = _batch(request)
+        _, inputs = _batch(request, ("inputs",), BATCH_UPDATE_INPUT_FIELDS)
         items = [
             (
                 expect_string(item.get("id"), "inputs[].id"),
@@ -428,10 +450,11 @@ class HubSpotApi:
 
     def _batch_create(self, request: Request, match: re.Match) -> Response:
         started = _now_iso()
-        _, inputs = _batch(request)
+        _, inputs = _batch(request, ("inputs",), CREATE_FIELDS)
         results, failures = [], []
         with self.db.transaction() as connection:
             for item in inputs:
+                _no_associations(item)
                 try:
                     values = schema.storage_values(item.get("properties"), self.properties)
                 except InvalidValues as error:
@@ -499,6 +522,18 @@ class HubSpotApi:
             self.properties = {**self.properties, name: definition}
         location = f"{self.base_url}/crm/v3/properties/contacts/{name}"
         return Response(201, definition, {"Location": location})
+
+    # --- what clients ask first (sandbox/hubspot/discovery.py) --------------------------------
+
+    def _legacy_properties(self, request: Request, match: re.Match) -> Response:
+        return Response(200, [discovery.legacy_property(d) for d in self.properties.values()])
+
+    def _schemas(self, request: Request, match: re.Match) -> Response:
+        return Response(200, discovery.no_custom_schemas())
+
+    def _associations(self, request: Request, match: re.Match) -> Response:
+        started = _now_iso()
+        return Response(200, discovery.no_associations(_json(request), started, _now_iso()))
 
     def _load_properties(self) -> dict[str, dict[str, Any]]:
         if self._definitions.count() == 0:
@@ -581,6 +616,14 @@ def _error(status: int, category: str, message: str, **extra: Any) -> Response:
     )
 
 
+def _not_allowed(request: Request, allowed: list[str]) -> Response:
+    response = _error(
+        405, "VALIDATION_ERROR", f"{request.method} is not allowed here; use {', '.join(allowed)}."
+    )
+    response.headers["Allow"] = ", ".join(allowed)
+    return response
+
+
 def _batch_response(
     status: int, started: str, results: list[dict[str, Any]], failures: list[Failure]
 ) -> Response:
@@ -609,14 +652,27 @@ def _batch_response(
     return Response(207, {**body, "numErrors": len(errors), "errors": errors})
 
 
-def _batch(request: Request) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    body = expect_object(_json(request), "the request body")
-    inputs = [expect_object(item, "inputs[]") for item in expect_list(body.get("inputs"), "inputs")]
+def _batch(
+    request: Request, fields: tuple[str, ...], input_fields: tuple[str, ...]
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A batch body with only `fields`, and its inputs, each with only `input_fields`."""
+    body = expect_known_fields(_json(request), fields, "the request body")
+    inputs = [
+        expect_known_fields(item, input_fields, "inputs[]")
+        for item in expect_list(body.get("inputs"), "inputs")
+    ]
     if len(inputs) > BATCH_LIMIT:
         raise InvalidRequest(
             f"Batch input limit exceeded: {len(inputs)} inputs, at most {BATCH_LIMIT} are allowed."
         )
     return body, inputs
+
+
+def _no_associations(item: dict[str, Any]) -> dict[str, Any]:
+    """A create input: the sandbox holds no other objects, so it can take no associations."""
+    if expect_list(item.get("associations", []), "associations"):
+        raise InvalidRequest("The sandbox holds no objects to associate a contact with.")
+    return item
 
 
 def _json(request: Request) -> Any:

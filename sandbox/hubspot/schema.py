@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -55,6 +55,7 @@ FIELD_TYPES = (
     "text",
     "textarea",
 )
+EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 PROPERTY_NAME = re.compile(r"^[a-z][a-z0-9_]{0,99}$")
 SQL_TYPES = {"number": "REAL", "datetime": "INTEGER", "date": "INTEGER"}
 DAY_MS = 86_400_000
@@ -253,8 +254,29 @@ def custom_definitions() -> list[dict[str, Any]]:
     ]
 
 
+# PropertyCreate's optional settings, stored as given, and the JSON type each must have.
+PROPERTY_SETTINGS: dict[str, type] = {
+    "description": str,
+    "displayOrder": int,
+    "hasUniqueValue": bool,
+    "hidden": bool,
+    "formField": bool,
+    "externalOptions": bool,
+    "dataSensitivity": str,
+    "calculationFormula": str,
+    "currencyPropertyName": str,
+    "referencedObjectType": str,
+    "showCurrencySymbol": bool,
+    "numberDisplayHint": str,
+    "textDisplayHint": str,
+}
+PROPERTY_CREATE_FIELDS = ("name", "label", "type", "fieldType", "groupName", "options")
+OPTION_FIELDS = ("label", "value", "description", "displayOrder", "hidden")
+
+
 def created_definition(body: dict[str, Any], now: str) -> dict[str, Any]:
     """The definition of a custom property created through the API, from its request body."""
+    expect_known_fields(body, [*PROPERTY_CREATE_FIELDS, *PROPERTY_SETTINGS], "PropertyCreate")
     name, label, kind, field_type, group = (
         expect_string(body.get(key), key)
         for key in ("name", "label", "type", "fieldType", "groupName")
@@ -270,20 +292,40 @@ def created_definition(body: dict[str, Any], now: str) -> dict[str, Any]:
         )
     if group not in GROUPS:
         raise InvalidRequest(f"Property group {group!r} does not exist.")
-    options = [
-        expect_object(option, "options[]")
-        for option in expect_list(body.get("options", []), "options")
-    ]
-    values = [expect_string(option.get("value"), "options[].value") for option in options]
-    labels = [expect_string(option.get("label"), "options[].label") for option in options]
     definition = _definition(name, label, kind, field_type, group, hubspot_defined=False)
     definition["options"] = [
-        {"label": option_label, "value": value, "displayOrder": order, "hidden": False}
-        for order, (option_label, value) in enumerate(zip(labels, values, strict=True))
+        _created_option(option, order)
+        for order, option in enumerate(expect_list(body.get("options", []), "options"))
     ]
-    description = body.get("description", "")
-    definition["description"] = description if isinstance(description, str) else ""
+    definition.update(_property_settings(body))
     return {**definition, "createdAt": now, "updatedAt": now}
+
+
+def _created_option(option: Any, order: int) -> dict[str, Any]:
+    option = expect_known_fields(option, OPTION_FIELDS, "OptionInput")
+    created = {
+        "label": expect_string(option.get("label"), "options[].label"),
+        "value": expect_string(option.get("value"), "options[].value"),
+        "displayOrder": option.get("displayOrder", order),
+        "hidden": option.get("hidden", False),
+    }
+    if not isinstance(created["displayOrder"], int) or not isinstance(created["hidden"], bool):
+        raise InvalidRequest("Invalid input JSON: options[] displayOrder or hidden is malformed")
+    if "description" in option:
+        created["description"] = expect_string(option["description"], "options[].description")
+    return created
+
+
+def _property_settings(body: dict[str, Any]) -> dict[str, Any]:
+    settings = {}
+    for name, kind in PROPERTY_SETTINGS.items():
+        value = body.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise InvalidRequest(f"Invalid input JSON: {name} must be a {kind.__name__}")
+        settings[name] = value
+    return settings
 
 
 def sql_type(definition: Mapping[str, Any]) -> str:
@@ -400,6 +442,8 @@ def storage_values(properties: Any, definitions: Mapping[str, Mapping[str, Any]]
                     f'"{name}" is a read only property; its value cannot be set.',
                 )
             )
+        elif name == "email" and not _valid_email(value):
+            problems.append((name, "INVALID_EMAIL", f"Email address {value} is invalid"))
         else:
             try:
                 values[name] = store(definition, value)
@@ -413,6 +457,15 @@ def storage_values(properties: Any, definitions: Mapping[str, Mapping[str, Any]]
     if problems:
         raise InvalidValues(problems)
     return values
+
+
+def _valid_email(value: Any) -> bool:
+    """HubSpot checks an email's format on every write (an empty value clears it)."""
+    try:
+        text = as_text(value)
+    except ValueError:
+        return True  # not a value at all: store() reports it
+    return not text or EMAIL.fullmatch(text) is not None
 
 
 # --- request-shape helpers ---------------------------------------------------------------------
@@ -438,6 +491,20 @@ def expect_string(value: Any, where: str) -> str:
 
 def expect_strings(value: Any, where: str) -> list[str]:
     return [expect_string(item, f"{where}[]") for item in expect_list(value, where)]
+
+
+def expect_known_fields(value: Any, known: Iterable[str], where: str) -> dict[str, Any]:
+    """`value` as an object with no field outside `known`: HubSpot refuses a request field it
+    does not define rather than ignoring it."""
+    value = expect_object(value, where)
+    known = tuple(known)
+    unknown = [name for name in value if name not in known]
+    if unknown:
+        raise InvalidRequest(
+            f'Invalid input JSON: Unrecognized field "{unknown[0]}" in {where}, not marked as '
+            f"ignorable ({len(known)} known properties: {', '.join(map(repr, known))})"
+        )
+    return value
 
 
 # --- seeding -----------------------------------------------------------------------------------

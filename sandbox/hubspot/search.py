@@ -16,8 +16,8 @@ from typing import Any
 from sandbox.hubspot.schema import (
     ID_PROPERTY,
     InvalidRequest,
+    expect_known_fields,
     expect_list,
-    expect_object,
     expect_string,
     parse_instant,
     parse_number,
@@ -39,6 +39,8 @@ OPERATORS = {
     "NOT_CONTAINS_TOKEN",
 }
 QUERY_PROPERTIES = ("firstname", "lastname", "email", "company")
+SEARCH_FIELDS = ("filterGroups", "filters", "sorts", "query", "properties", "limit", "after")
+FILTER_FIELDS = ("propertyName", "operator", "value", "values", "highValue")
 Definitions = Mapping[str, Mapping[str, Any]]
 
 
@@ -52,8 +54,13 @@ class SearchQuery:
 
 
 def compile_search(body: Any, definitions: Definitions) -> SearchQuery:
-    body = expect_object(body, "the request body")
-    where, params = _filter_groups(body.get("filterGroups", []), definitions)
+    """A search body as SQL; a top-level `filters` list is one more filter group, as HubSpot
+    takes it."""
+    body = expect_known_fields(body, SEARCH_FIELDS, "PublicObjectSearchRequest")
+    groups = expect_list(body.get("filterGroups", []), "filterGroups")
+    if "filters" in body:
+        groups = [*groups, {"filters": expect_list(body["filters"], "filters")}]
+    where, params = _filter_groups(groups, definitions)
     query_where, query_params = _free_text(body.get("query"))
     return SearchQuery(
         where=f'"_archived" = 0 AND ({where}) AND ({query_where})',
@@ -65,9 +72,7 @@ def compile_search(body: Any, definitions: Definitions) -> SearchQuery:
 
 
 def _filter_groups(groups: Any, definitions: Definitions) -> tuple[str, list[Any]]:
-    groups = [
-        expect_object(group, "filterGroups[]") for group in expect_list(groups, "filterGroups")
-    ]
+    groups = [expect_known_fields(group, ("filters",), "FilterGroup") for group in groups]
     filter_lists = [
         expect_list(group.get("filters", []), "filterGroups[].filters") for group in groups
     ]
@@ -88,7 +93,10 @@ def _filter_groups(groups: Any, definitions: Definitions) -> tuple[str, list[Any
         return "1", []
     clauses, params = [], []
     for filters in filter_lists:
-        conditions = [_condition(expect_object(item, "filters[]"), definitions) for item in filters]
+        conditions = [
+            _condition(expect_known_fields(item, FILTER_FIELDS, "Filter"), definitions)
+            for item in filters
+        ]
         clauses.append(" AND ".join(sql for sql, _ in conditions) or "1")
         params.extend(value for _, values in conditions for value in values)
     return " OR ".join(f"({clause})" for clause in clauses), params
@@ -201,7 +209,7 @@ def _sort(sort: Any) -> tuple[str, str]:
     """A sort as `{propertyName, direction}` or as a string, `-name` meaning descending."""
     if isinstance(sort, str):
         return (sort[1:], "DESCENDING") if sort.startswith("-") else (sort, "ASCENDING")
-    sort = expect_object(sort, "sorts[]")
+    sort = expect_known_fields(sort, ("propertyName", "direction"), "sorts[]")
     name = expect_string(sort.get("propertyName"), "sorts[].propertyName")
     direction = expect_string(sort.get("direction", "ASCENDING"), "sorts[].direction")
     if direction not in ("ASCENDING", "DESCENDING"):

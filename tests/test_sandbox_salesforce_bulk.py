@@ -5,10 +5,15 @@ from __future__ import annotations
 
 import csv
 import io
+import time
 
 import pytest
 from simple_salesforce import Salesforce
-from simple_salesforce.exceptions import SalesforceOperationError, SalesforceRefusedRequest
+from simple_salesforce.exceptions import (
+    SalesforceOperationError,
+    SalesforceRefusedRequest,
+    SalesforceResourceNotFound,
+)
 
 from sandbox.http import FaultPlan
 
@@ -296,27 +301,43 @@ def test_every_bulk_call_counts_against_the_daily_limit(start_sandbox, connect):
     assert refused.value.content[0]["errorCode"] == "REQUEST_LIMIT_EXCEEDED"
 
 
-def test_only_the_latest_jobs_are_kept(start_sandbox, connect, monkeypatch):
+def test_a_hundred_query_jobs_at_once_all_stay_pollable(start_sandbox, connect):
+    """A client slicing a backfill creates many jobs before it reads any: none is forgotten."""
+    sf = connect(start_sandbox(leads=300))
+    client = sf.bulk2.Lead._client
+    soql = "SELECT Id FROM Lead ORDER BY Id LIMIT {}"
+    slices = [(client.create_job("query", soql.format(3 * (n + 1)))["id"], n) for n in range(100)]
+    for job_id, n in slices:
+        assert client.get_job(job_id, True)["state"] == "JobComplete"
+        result = client.get_query_results(job_id, max_records=1_000)
+        assert result["number_of_records"] == 3 * (n + 1)
+        assert len(rows(result["records"])) == 3 * (n + 1)
+
+
+def test_job_results_live_on_disk_until_the_job_is_deleted(start_sandbox, connect, tmp_path):
+    sf = connect(start_sandbox(leads=50, data_dir=tmp_path))
+    client = sf.bulk2.Lead._client
+    job_id = client.create_job("query", "SELECT Id, Email FROM Lead")["id"]
+    jobs_dir = tmp_path / "salesforce-bulk-jobs"
+    assert [path.name for path in jobs_dir.iterdir()] == [f"{job_id}.rowids"]
+    assert len(rows(client.get_query_results(job_id)["records"])) == 50
+    # simple-salesforce's delete_job parses the documented empty 204 as JSON and fails
+    deleted = sf.session.delete(f"{sf.base_url}jobs/query/{job_id}", headers=sf.headers)
+    assert deleted.status_code == 204
+    assert list(jobs_dir.iterdir()) == []
+    with pytest.raises(SalesforceResourceNotFound):
+        client.get_job(job_id, True)
+
+
+def test_jobs_past_their_retention_are_forgotten(start_sandbox, connect, monkeypatch):
     from sandbox.salesforce import bulk
 
-    monkeypatch.setattr(bulk, "JOBS_KEPT", 2)
+    monkeypatch.setattr(bulk, "JOB_RETENTION_MS", 1)  # a week, shortened to a millisecond
     sf = connect(start_sandbox(leads=1))
     client = sf.bulk2.Lead._client
-    first, *_ = [client.create_job("query", "SELECT Id FROM Lead")["id"] for _ in range(3)]
-    with pytest.raises(Exception, match="NOT_FOUND"):
-        client.get_job(first, True)
-
-
-def test_a_job_in_use_outlives_newer_idle_ones(start_sandbox, connect, monkeypatch):
-    from sandbox.salesforce import bulk
-
-    monkeypatch.setattr(bulk, "JOBS_KEPT", 2)
-    sf = connect(start_sandbox(leads=1))
-    client = sf.bulk2.Lead._client
-    paged = client.create_job("query", "SELECT Id FROM Lead")["id"]
-    idle = client.create_job("query", "SELECT Id FROM Lead")["id"]
-    client.get_job(paged, True)  # a long backfill still reading its query job
-    client.create_job("query", "SELECT Id FROM Lead")
-    assert client.get_job(paged, True)["id"] == paged
-    with pytest.raises(Exception, match="NOT_FOUND"):
-        client.get_job(idle, True)
+    old = client.create_job("query", "SELECT Id FROM Lead")["id"]
+    time.sleep(0.01)
+    new = client.create_job("query", "SELECT Id FROM Lead")["id"]
+    assert client.get_job(new, True)["id"] == new
+    with pytest.raises(SalesforceResourceNotFound):
+        client.get_job(old, True)

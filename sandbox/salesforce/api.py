@@ -22,7 +22,7 @@ import pandas as pd
 
 from sandbox.http import Faults, Request, Response
 from sandbox.limits import DailyCounter
-from sandbox.salesforce import schema, soql
+from sandbox.salesforce import catalog, schema, soql
 from sandbox.salesforce.bulk import BulkJobs
 from sandbox.salesforce.metadata import OrgMetadata
 from sandbox.salesforce.schema import FIELDS, Field, FieldError, WriteResult
@@ -30,6 +30,8 @@ from sandbox.store import Database, Table
 
 PAGE_SIZE = 2_000  # records per query page, fixed by Salesforce
 COLLECTION_LIMIT = 200  # records per sObject Collections call
+BULK_JOBS_DIR = "salesforce-bulk-jobs"  # next to the org's database; in memory: a temp dir
+COLLECTION_FIELDS = ("allOrNone", "records")  # an sObject Collections body's own fields
 OPEN_CURSORS = 10  # open query cursors per user, as in Salesforce; one more closes the oldest
 ORG_ID = "00D5g00000SBXORGAA"
 USER_ID = schema.DEFAULT_OWNER_ID
@@ -99,12 +101,14 @@ class SalesforceApi:
             self._matching_rowids,
             {"update": self._update_record, "insert": self._create_record},
             settings.bulk_job_seconds,
+            db.path.parent / BULK_JOBS_DIR if db.path else None,
         )
         self._routes: list[tuple[str, re.Pattern, Handler]] = [
             ("GET", re.compile(r"/limits"), self._limits),
             ("GET", re.compile(r"/query"), self._query),
             ("GET", re.compile(r"/queryAll"), self._query),
             ("GET", QUERY_MORE, self._query_more),
+            ("GET", re.compile(r"/sobjects"), self._describe_global),
             ("GET", re.compile(r"/sobjects/Lead/describe", re.IGNORECASE), self._describe),
             ("POST", re.compile(r"/sobjects/Lead", re.IGNORECASE), self._create),
             ("GET", LEAD_RECORD, self._get),
@@ -246,6 +250,9 @@ class SalesforceApi:
             200, {"DailyApiRequests": {"Max": self.daily.limit, "Remaining": remaining}}
         )
 
+    def _describe_global(self, request: Request, version: str, match: re.Match) -> Response:
+        return Response(200, catalog.describe_global(version, [schema.describe()]))
+
     def _describe(self, request: Request, version: str, match: re.Match) -> Response:
         return Response(200, self.metadata.describe(schema.describe()))
 
@@ -384,9 +391,15 @@ class SalesforceApi:
         self, request: Request, write: Callable[[sqlite3.Connection, dict[str, Any]], WriteResult]
     ) -> Response:
         body = _body_object(request)
+        unknown = next((key for key in body if key not in COLLECTION_FIELDS), None)
+        if unknown is not None:
+            return _error(400, "JSON_PARSER_ERROR", _unrecognized(request.body, unknown))
         records = body.get("records")
         if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
             return _error(400, "JSON_PARSER_ERROR", "Expected a 'records' list of objects.")
+        no_such = next((name for r in records for name in r if _no_such_field(name)), None)
+        if no_such is not None:  # the whole request fails, as Salesforce reads every record first
+            return _errors(400, [schema.no_such_column(no_such)])
         if len(records) > COLLECTION_LIMIT:
             return _error(
                 400,
@@ -530,6 +543,19 @@ def _body_object(request: Request) -> dict[str, Any]:
     return body
 
 
+def _no_such_field(name: str) -> bool:
+    return name != "attributes" and name.lower() != "id" and schema.field_named(name) is None
+
+
+def _unrecognized(body: bytes, key: str) -> str:
+    """Salesforce's JSON parser message for an unknown request field, with where it ends."""
+    text = body.decode(errors="replace")
+    end = text.find(f'"{key}"') + len(key) + 2
+    line = text.count("\n", 0, end) + 1
+    column = end - (text.rfind("\n", 0, end) + 1) + 1
+    return f'Unrecognized field "{key}" at [line:{line}, column:{column}]'
+
+
 def _record_type(record: dict[str, Any]) -> str | None:
     attributes = record.get("attributes")
     return attributes.get("type") if isinstance(attributes, dict) else None
@@ -561,4 +587,6 @@ def _not_found() -> Response:
 
 
 def _not_allowed(allowed: str) -> Response:
-    return _error(405, "METHOD_NOT_ALLOWED", f"HTTP Method not allowed. Allowed are {allowed}")
+    response = _error(405, "METHOD_NOT_ALLOWED", f"HTTP Method not allowed. Allowed are {allowed}")
+    response.headers["Allow"] = allowed
+    return response

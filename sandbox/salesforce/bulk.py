@@ -6,7 +6,9 @@ while a job is paged never shift its pages. Ingest jobs are processed the moment
 marked complete, record by record through the same validation and write code as the sObject
 Collections route, in transactions of `INGEST_CHUNK` records; so a client's first poll already
 finds them finished, unless `job_seconds` is set: then each job reports InProgress for that long
-(its work is done at once all the same). Only the `JOBS_KEPT` jobs used last are remembered.
+(its work is done at once all the same). Jobs are kept until deleted, or for `JOB_RETENTION_MS`
+(a week, as Salesforce keeps them); what they hold (matched rowids, uploads, result CSVs) lives on
+disk (sandbox/salesforce/bulk_files.py), so any number of them stays pollable.
 """
 
 from __future__ import annotations
@@ -21,20 +23,22 @@ import sqlite3
 import threading
 import time
 from array import array
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sandbox.http import Request, Response
 from sandbox.salesforce import schema, soql
+from sandbox.salesforce.bulk_files import JobFiles
 from sandbox.salesforce.schema import Field, FieldError, WriteResult
 from sandbox.store import Database, Table
 
 DEFAULT_MAX_RECORDS = 50_000  # Salesforce sizes pages itself when maxRecords is absent
 FETCH_CHUNK = 2_000  # rowids per SELECT while rendering a page (SQLite caps bound variables)
 INGEST_CHUNK = 10_000  # records per transaction, like Salesforce's internal ingest batches
-JOBS_KEPT = 20  # jobs remembered; creating one more forgets the one least recently used
+JOB_RETENTION_MS = 7 * 86_400_000  # a job older than this is forgotten
+UNPROCESSED = "unprocessedrecords"  # JobFiles kinds are the results routes' names, lower-cased
 NULL = "#N/A"  # in an ingest CSV: set the field to null (an empty value leaves it unchanged)
 DELIMITERS = {
     "COMMA": ",",
@@ -99,16 +103,14 @@ class Job:
 
 @dataclass
 class QueryJob(Job):
-    rowids: array = field(default_factory=lambda: array("q"))
+    """Its matched rowids are on disk (`JobFiles`); `processed` counts them."""
+
     fields: list[Field] = field(default_factory=list)
 
 
 @dataclass
 class IngestJob(Job):
-    upload: bytes | None = None  # the uploaded CSV, until it is processed
-    successful_csv: bytes = b""  # result CSVs, rendered once when the job is processed
-    failed_csv: bytes = b""
-    unprocessed_csv: bytes = b""
+    """Its upload (until processed) and result CSVs are on disk (`JobFiles`)."""
 
 
 class BulkJobs:
@@ -121,10 +123,13 @@ class BulkJobs:
         select: Callable[[soql.Query, bool], array],
         writers: dict[str, Writer],
         job_seconds: float = 0.0,
+        directory: Path | None = None,
     ):
+        """`directory`: where jobs keep their data (None: a temporary directory)."""
         self.db, self.table, self.select, self.writers = db, table, select, writers
         self.job_seconds = job_seconds  # how long each job takes, as its polls see it
-        self._jobs: OrderedDict[str, Job] = OrderedDict()
+        self.files = JobFiles(directory)
+        self._jobs: dict[str, Job] = {}
         self._count = 0
         self._lock = threading.Lock()
 
@@ -197,12 +202,13 @@ class BulkJobs:
             *settings,
             created=_now(),
             state="UploadComplete",
-            rowids=self.select(query, operation == "queryAll"),
             fields=query.fields,
             identity=f"{operation} {soql.without_times(text)}",
         )
+        rowids = self.select(query, operation == "queryAll")
+        self.files.write_rowids(job.id, rowids)
         response = Response(200, job.info())
-        job.state, job.processed = "JobComplete", len(job.rowids)
+        job.state, job.processed = "JobComplete", len(rowids)
         self._take_time(job)
         self._keep(job)
         return response
@@ -232,18 +238,18 @@ class BulkJobs:
         max_records = request.param("maxRecords") or str(DEFAULT_MAX_RECORDS)
         if not max_records.isdigit() or int(max_records) < 1:
             return _error(400, "INVALIDJOB", "maxRecords must be a positive integer.")
-        start = _offset(request.param("locator"), len(job.rowids))
+        start = _offset(request.param("locator"), job.processed)
         if start is None:
             return _error(400, "INVALID_QUERY_LOCATOR", "invalid query locator")
         end = start + int(max_records)
-        page = job.rowids[start:end]
+        page = self.files.read_rowids(job.id, start, int(max_records))
         text, count = self._render_page(job, page)
         return Response(
             200,
             text,
             headers={
                 "Sforce-NumberOfRecords": str(count),
-                "Sforce-Locator": _locator(end) if end < len(job.rowids) else "null",
+                "Sforce-Locator": _locator(end) if end < job.processed else "null",
             },
             content_type="text/csv",
         )
@@ -323,7 +329,7 @@ class BulkJobs:
         with self._lock:
             if job.state != "Open":
                 return _error(400, "INVALIDJOBSTATE", f"Job {job.id} is {job.state}, not Open.")
-            if job.upload is not None:
+            if self.files.has(job.id, "upload"):
                 return _error(
                     400,
                     "INVALIDJOBSTATE",
@@ -331,7 +337,7 @@ class BulkJobs:
                     "'Delete' the current Job then create a new Job and make sure you only do "
                     "'PUT' once on a given Job.",
                 )
-            job.upload = request.body
+            self.files.write(job.id, "upload", request.body)
             job.identity = _upload_identity(job, request.body)
         return Response(201)
 
@@ -341,24 +347,20 @@ class BulkJobs:
             return missing
         if job.state not in ("JobComplete", "Failed", "Aborted"):
             return _error(400, "INVALIDJOBSTATE", f"Job {job.id} is {job.state}, not finished.")
-        kind = match["kind"].lower()
-        body = {
-            "successfulresults": job.successful_csv,
-            "failedresults": job.failed_csv,
-            "unprocessedrecords": job.unprocessed_csv,
-        }[kind]
-        return Response(200, body, content_type="text/csv")
+        results = self.files.read(job.id, match["kind"].lower())
+        return Response(200, results, content_type="text/csv")
 
     def _process(self, job: IngestJob) -> None:
         started, job.state = time.monotonic(), "InProgress"
-        upload, job.upload = job.upload or b"", None
+        upload = self.files.take(job.id, "upload")
         try:
             header, rows = _parse_upload(job, upload)
         except _InvalidUpload as error:
-            job.state, job.error_message, job.unprocessed_csv = "Failed", str(error), upload
+            job.state, job.error_message = "Failed", str(error)
+            self.files.write(job.id, UNPROCESSED, upload)
             return
         self._write_records(job, header, rows)
-        job.unprocessed_csv = _header_only(job, header)
+        self.files.write(job.id, UNPROCESSED, _header_only(job, header))
         job.processing_ms = round((time.monotonic() - started) * 1000)
         job.state = "JobComplete"
 
@@ -380,8 +382,8 @@ class BulkJobs:
                         to_failed.writerow([result.id or "", _bulk_error(result.errors), *row])
                         job.failed += 1
                     job.processed += 1
-        job.successful_csv = successful.getvalue().encode()
-        job.failed_csv = failed.getvalue().encode()
+        self.files.write(job.id, "successfulresults", successful.getvalue().encode())
+        self.files.write(job.id, "failedresults", failed.getvalue().encode())
 
     # --- both kinds --------------------------------------------------------------------------
 
@@ -405,7 +407,7 @@ class BulkJobs:
         if wanted == "Aborted" and job.state in ("Open", "UploadComplete", "InProgress"):
             job.state = "Aborted"
             if isinstance(job, IngestJob):
-                job.unprocessed_csv, job.upload = job.upload or b"", None
+                self.files.write(job.id, UNPROCESSED, self.files.take(job.id, "upload"))
         elif wanted == "UploadComplete" and isinstance(job, IngestJob) and job.state == "Open":
             job.state = "UploadComplete"
         elif wanted in ("Aborted", "UploadComplete"):
@@ -426,6 +428,7 @@ class BulkJobs:
             if job.state == "Open":
                 return _error(400, "INVALIDJOBSTATE", f"Job {job.id} is Open: close or abort it.")
             self._jobs.pop(job.id, None)
+            self.files.delete(job.id)
         return Response(204)
 
     def _take_time(self, job: Job) -> None:
@@ -437,7 +440,6 @@ class BulkJobs:
         with self._lock:
             job = self._jobs.get(match["job_id"])
             if job is not None:
-                self._jobs.move_to_end(job.id)  # in use: the last to be forgotten
                 if job.state == "InProgress" and 0 < job.finishes_at <= time.monotonic():
                     job.state = job.final_state
         if not isinstance(job, kind):
@@ -445,10 +447,14 @@ class BulkJobs:
         return job, None
 
     def _keep(self, job: Job) -> None:
+        """Remember `job`, and forget the jobs past their retention."""
         with self._lock:
             self._jobs[job.id] = job
-            while len(self._jobs) > JOBS_KEPT:
-                self._jobs.popitem(last=False)
+            oldest_kept = job.created - JOB_RETENTION_MS
+            expired = [old.id for old in self._jobs.values() if old.created < oldest_kept]
+            for job_id in expired:
+                del self._jobs[job_id]
+                self.files.delete(job_id)
 
     def _next_id(self) -> str:
         with self._lock:

@@ -304,6 +304,10 @@ class WriteResult:
         }
 
 
+def no_such_column(name: str) -> FieldError:
+    return FieldError("INVALID_FIELD", f"No such column '{name}' on sobject of type Lead", (name,))
+
+
 def validate_values(
     values: dict[str, Any], creating: bool
 ) -> tuple[dict[str, Any], list[FieldError]]:
@@ -313,11 +317,7 @@ def validate_values(
     for name, value in values.items():
         field = field_named(name)
         if field is None:
-            errors.append(
-                FieldError(
-                    "INVALID_FIELD", f"No such column '{name}' on sobject of type Lead", (name,)
-                )
-            )
+            errors.append(no_such_column(name))
         elif not (field.createable if creating else field.updateable):
             errors.append(
                 FieldError(

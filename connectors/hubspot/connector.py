@@ -33,8 +33,8 @@ from connectors.base import (
     write_in_batches,
 )
 from connectors.budget import BudgetStore, account_key, store_url
-from connectors.credentials import HUBSPOT_API, HubSpotCredentials, hubspot_credentials
-from connectors.hubspot import records, signin
+from connectors.credentials import HubSpotCredentials, hubspot_credentials
+from connectors.hubspot import records
 from connectors.hubspot.properties import CUSTOM_PROPERTIES
 from connectors.mapping import FieldMapping, load_mapping
 from connectors.pacing import Pacer
@@ -98,15 +98,11 @@ class HubSpotConnector:
         timeout: tuple[float, float] | None = None,
         budget: BudgetStore | None = None,
         account: str = "",
-        tokens: signin.OAuthTokens | None = None,
-        portal_id: int | None = None,
     ):
         """`budget`: where the portal's budgets are shared with every other run on `account`
-        (`portal_account`); without one, this connector paces only its own calls. `portal_id`:
-        the portal's Hub ID, for links to contacts (`record_url`)."""
+        (`portal_account`); without one, this connector paces only its own calls."""
         limits = limits or HubSpotLimits.from_settings(ConnectorSettings())
-        self._tokens = tokens  # OAuth: refreshed on expiry or a 401 (None: a private app)
-        self.client, self.portal_id = client, portal_id
+        self.client = client
         # Each attribute access of the client builds a new API client with its own connection
         # pool, so a new TLS handshake per call: the APIs are taken once and kept.
         self._contacts = client.crm.contacts.batch_api
@@ -146,8 +142,6 @@ class HubSpotConnector:
             timeout=settings.timeout("hubspot"),
             budget=BudgetStore.at(store_url(settings.budget_url)),
             account=portal_account(credentials),
-            tokens=tokens,
-            portal_id=settings.hubspot_portal_id,
         )
 
     @property
@@ -322,14 +316,6 @@ class HubSpotConnector:
     def usage(self) -> ApiUsage:
         remaining, limit = self._daily if self._daily else (None, None)
         return self._calls.usage(remaining, limit)
-
-    def record_url(self, crm_id: str) -> str:
-        """The contact's page in HubSpot, which needs the portal's id (Hub ID); without one (the
-        sandbox has no pages) the contact's API URL."""
-        if self.portal_id is None:
-            host = self.client.config.get("host") or HUBSPOT_API
-            return f"{host}/crm/v3/objects/{self.mapping.object}/{crm_id}"
-        return f"https://app.hubspot.com/contacts/{self.portal_id}/record/0-1/{crm_id}"
 
     def _search_by_id(self, groups: list[list[dict]]) -> Iterator[pd.DataFrame]:
         """Every match, read by id with two cursors at once (connectors.paging.keyset_pages).

@@ -53,7 +53,11 @@ CONVERSION_LOG_ODDS = {
     "cold": -1.0,
     "noise": 0.8,
 }
-LONG_TEXT = "Überaus langer Firmenname mit sehr vielen Wörtern " * 8
+COMPANY_LENGTH = 255  # Salesforce's Lead.Company; HubSpot holds longer, the seed never does
+LONG_TEXT = ("Überaus langer Firmenname mit sehr vielen Wörtern " * 8)[:COMPANY_LENGTH].strip()
+PLACEHOLDERS = ["N/A", "test", "asdf", "-", "unknown", "none", "xxx"]
+FREE_TEXT_INDUSTRIES = ["Software, I think", "we sell to everyone", "see website", "IT/Software??"]
+FREE_TEXT_LEAD_SOURCES = ["google ad", "my boss told me", "Linkedin post", "conference 2023"]
 NON_LATIN = [
     "株式会社テスト商事",
     "Общество с ограниченной ответственностью Ромашка",
@@ -234,17 +238,24 @@ def _apply_negatives(frame: pd.DataFrame, rng: np.random.Generator, mix: LeadMix
 
 
 def _spoil(frame: pd.DataFrame, rng: np.random.Generator, fraction: float) -> None:
-    """Make a `fraction` of rows bad in one of the ways real CRM data is bad."""
+    """Make a `fraction` of rows bad in one of the ways real CRM data is bad, and only in ways
+    both CRMs accept: a well-formed but placeholder email (each still unique: HubSpot keys
+    contacts on it), a placeholder company (Salesforce requires one), negative counts, revenue
+    absurd but within the currency field, free text in a picklist Salesforce does not restrict,
+    text at its field's limit, names in another script."""
     spoiled = rng.random(len(frame)) < fraction
     kind = rng.integers(0, 7, len(frame))
     rows = [spoiled & (kind == k) for k in range(7)]
-    frame.loc[rows[0], "email"] = frame.loc[rows[0], "email"].str.replace("@", " at ", regex=False)
-    frame.loc[rows[1], "company"] = None
+    placeholder = pd.Series(_pick(rng, ["test", "asdf", "na", "none"], len(frame)), frame.index)
+    number = pd.Series(np.arange(len(frame)).astype(str), frame.index)
+    frame.loc[rows[0], "email"] = (placeholder + number + "@" + placeholder + ".com")[rows[0]]
+    frame.loc[rows[1], "company"] = _pick(rng, PLACEHOLDERS, int(rows[1].sum()))
     frame.loc[rows[2], "employees"] = -rng.integers(1, 500, int(rows[2].sum()))
     frame.loc[rows[3], "annual_revenue"] = 1e15
     frame.loc[rows[4], ["first_name", "last_name"]] = "Test"
-    frame.loc[rows[5], "company"] = LONG_TEXT
-    frame.loc[rows[6], "company"] = _pick(rng, NON_LATIN, int(rows[6].sum()))
+    frame.loc[rows[5], "industry"] = _pick(rng, FREE_TEXT_INDUSTRIES, int(rows[5].sum()))
+    frame.loc[rows[5], "lead_source"] = _pick(rng, FREE_TEXT_LEAD_SOURCES, int(rows[5].sum()))
+    frame.loc[rows[6], "company"] = _pick(rng, NON_LATIN + [LONG_TEXT], int(rows[6].sum()))
 
 
 def _pools(seed: int) -> dict[str, list[str]]:

@@ -86,8 +86,13 @@ def test_generated_bad_rows_are_quarantined(contract):
     leads = generate_leads(3000, seed=5, now=NOW, mix=LeadMix(bad=0.2))
     result = contract.validate(leads)
     reasons = result.quarantined[REASON_COLUMN]
-    for fragment in ("is not a valid address", "employees", "annual revenue", "company longer"):
+    for fragment in ("employees", "annual revenue"):
         assert reasons.str.contains(fragment).any(), fragment
+    # The seed holds only what the CRMs can hold: no malformed email, no over-long company.
+    for fragment in ("is not a valid address", "company longer"):
+        assert not reasons.str.contains(fragment).any(), fragment
+    # Placeholders pass the contract: scoring sends them to Needs review with what to fix.
+    assert result.valid["company"].isin(["N/A", "test", "asdf"]).any()
     assert len(result.valid) + len(result.quarantined) == len(leads)
 
 

@@ -27,11 +27,14 @@ def main(argv: list[str] | None = None) -> None:
         salesforce_port=args.salesforce_port,
         hubspot_port=args.hubspot_port,
         faults=fault_plan(args),
-        salesforce=SalesforceSettings(daily_limit=args.salesforce_daily_limit),
+        salesforce=SalesforceSettings(
+            daily_limit=args.salesforce_daily_limit, session_ttl=args.session_ttl
+        ),
         hubspot=HubSpotSettings(
             ten_second_limit=args.hubspot_ten_second_limit,
             search_per_second=args.hubspot_search_per_second,
             daily_limit=args.hubspot_daily_limit,
+            access_token_ttl=args.hubspot_token_ttl,
         ),
     )
     stop = threading.Event()
@@ -80,7 +83,14 @@ def fault_plan(args: argparse.Namespace) -> FaultPlan:
 
 
 def _redacted(section: dict) -> dict:
-    secret_keys = {"session_id", "access_token", "client_secret", "password"}
+    secret_keys = {
+        "session_id",
+        "access_token",
+        "client_secret",
+        "password",
+        "security_token",
+        "refresh_token",
+    }
     return {
         key: ("<in the info file>" if key in secret_keys else value)
         for key, value in section.items()
@@ -154,6 +164,21 @@ def _parser() -> argparse.ArgumentParser:
         "--hubspot-search-per-second", type=int, default=HubSpotSettings.search_per_second
     )
     limits.add_argument("--hubspot-daily-limit", type=int, default=HubSpotSettings.daily_limit)
+    sign_in = serve.add_argument_group("sign-in")
+    sign_in.add_argument(
+        "--session-ttl",
+        type=float,
+        default=SalesforceSettings.session_ttl,
+        help="seconds a Salesforce session from a sign-in lives (default 7200; the info "
+        "file's session_id never expires)",
+    )
+    sign_in.add_argument(
+        "--hubspot-token-ttl",
+        type=float,
+        default=HubSpotSettings.access_token_ttl,
+        help="seconds a HubSpot OAuth access token lives (default 1800; the private app "
+        "token never expires)",
+    )
     return parser
 
 

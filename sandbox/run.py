@@ -15,6 +15,7 @@ from typing import Any
 from sandbox.http import CertificateAuthority, FaultPlan, Faults, SandboxServer
 from sandbox.hubspot import HubSpotApi, HubSpotSettings
 from sandbox.salesforce import SalesforceApi, SalesforceSettings
+from sandbox.salesforce.oauth import ConnectedAppKeys
 from sandbox.seed import LeadMix, generate_leads
 from sandbox.store import Database
 
@@ -52,15 +53,25 @@ class Sandbox:
         self.salesforce_faults = Faults(config.faults)
         self.hubspot_faults = Faults(replace(config.faults, seed=config.faults.seed + 1))
         self._databases = []
+        self.connected_app = ConnectedAppKeys(directory)
         self.salesforce = SalesforceApi(
             self._database("salesforce.sqlite3"),
             self.salesforce_faults,
-            replace(config.salesforce, session_id=tokens["salesforce"]),
+            replace(
+                config.salesforce,
+                session_id=tokens["salesforce"],
+                refresh_token=tokens["salesforce_refresh"],
+                connected_app_cert=self.connected_app.cert_path,
+            ),
         )
         self.hubspot = HubSpotApi(
             self._database("hubspot.sqlite3"),
             self.hubspot_faults,
-            replace(config.hubspot, access_token=tokens["hubspot"]),
+            replace(
+                config.hubspot,
+                access_token=tokens["hubspot"],
+                refresh_token=tokens["hubspot_refresh"],
+            ),
         )
         self._seed_empty()
         self._servers = [
@@ -109,10 +120,16 @@ class Sandbox:
                 "client_secret": self.salesforce.settings.client_secret,
                 "username": self.salesforce.settings.username,
                 "password": self.salesforce.settings.password,
+                "security_token": self.salesforce.settings.security_token,
+                "private_key_file": str(self.connected_app.key_path),
+                "refresh_token": self.salesforce.settings.refresh_token,
             },
             "hubspot": {
                 "base_url": self.hubspot.base_url,
                 "access_token": self.hubspot.settings.access_token,
+                "client_id": self.hubspot.settings.client_id,
+                "client_secret": self.hubspot.settings.client_secret,
+                "refresh_token": self.hubspot.settings.refresh_token,
             },
             "ca_cert": str(self.ca.cert_path),
         }
@@ -141,15 +158,18 @@ class Sandbox:
 
 
 def _tokens(directory: Path | None) -> dict[str, str]:
-    """Fresh tokens per start in memory; in a data dir, the same tokens across restarts."""
+    """Fresh tokens per start in memory; in a data dir, the same tokens across restarts (a
+    tokens file from before a kind of token existed gets that kind added)."""
     path = directory / "tokens.json" if directory else None
-    if path is not None and path.exists():
-        return json.loads(path.read_text())
-    tokens = {
+    kept = json.loads(path.read_text()) if path is not None and path.exists() else {}
+    fresh = {
         "salesforce": "00Dsandbox!" + secrets.token_urlsafe(24),
+        "salesforce_refresh": "5Aep861sandbox" + secrets.token_urlsafe(32),
         "hubspot": "pat-sandbox-" + secrets.token_urlsafe(24),
+        "hubspot_refresh": "na1-sandbox-" + secrets.token_urlsafe(24),
     }
-    if path is not None:
+    tokens = {**fresh, **kept}
+    if path is not None and tokens != kept:
         _write_secret(path, json.dumps(tokens))
     return tokens
 

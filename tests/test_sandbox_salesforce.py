@@ -520,19 +520,23 @@ def test_oauth_token_endpoint(start_sandbox, connect, trusted_session):
         granted = session.post(info["token_url"], data=form)
         assert granted.status_code == 200
         token = granted.json()
-        assert token["access_token"] == info["session_id"] and token["token_type"] == "Bearer"
+        assert token["access_token"] != info["session_id"] and token["token_type"] == "Bearer"
         assert token["instance_url"] == info["instance_url"]
         assert {"id", "issued_at", "signature"} <= set(token)
         sf = connect(sandbox, session_id=token["access_token"])
         assert sf.query("SELECT COUNT() FROM Lead")["totalSize"] == 1
 
-    for wrong in ({"password": "nope"}, {"client_secret": "nope"}, {"username": "eve"}):
+    for wrong, error, description in (
+        ({"password": "nope"}, "invalid_grant", "authentication failure"),
+        ({"username": "eve"}, "invalid_grant", "authentication failure"),
+        ({"client_secret": "nope"}, "invalid_client", "invalid client credentials"),
+        ({"client_id": "nope"}, "invalid_client_id", "client identifier invalid"),
+        ({"grant_type": "device"}, "unsupported_grant_type", "grant type not supported"),
+        ({"colour": "blue"}, "invalid_request", "unsupported parameter: colour"),
+    ):
         refused = session.post(info["token_url"], data={**password_grant, **wrong})
         assert refused.status_code == 400
-        assert refused.json() == {
-            "error": "invalid_grant",
-            "error_description": "authentication failure",
-        }
+        assert refused.json() == {"error": error, "error_description": description}
     assert sandbox.salesforce.daily.used == 2  # token calls are not API calls
 
 

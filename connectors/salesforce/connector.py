@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -35,7 +36,7 @@ from connectors.credentials import SalesforceCredentials, salesforce_credentials
 from connectors.mapping import FieldMapping, load_mapping
 from connectors.paging import linked_pages
 from connectors.retry import RetryPolicy, Transient, call_with_retries
-from connectors.salesforce import bulk, records, setup
+from connectors.salesforce import bulk, records, setup, signin
 from connectors.settings import ConnectorSettings
 
 DEFAULT_MAPPING = Path(__file__).with_name("mapping.yaml")
@@ -75,27 +76,9 @@ def connect(
     if credentials.ca_bundle:
         session.verify = credentials.ca_bundle
         session.trust_env = False  # else REQUESTS_CA_BUNDLE in the environment would override it
-    secret = lambda value: value.get_secret_value() if value else None  # noqa: E731
-    if credentials.session_id:
-        return Salesforce(
-            instance_url=credentials.instance_url,
-            session_id=secret(credentials.session_id),
-            session=session,
-        )
-    if credentials.username:
-        return Salesforce(
-            username=credentials.username,
-            password=secret(credentials.password),
-            security_token=secret(credentials.security_token),
-            domain=credentials.domain,
-            session=session,
-        )
-    return Salesforce(
-        consumer_key=credentials.consumer_key,
-        consumer_secret=secret(credentials.consumer_secret),
-        domain=credentials.domain,
-        session=session,
-    )
+    if credentials.sandbox_url:
+        signin.route_to_sandbox(session, credentials.sandbox_url)
+    return signin.sign_in(credentials.sign_in(), session)
 
 
 def org_account(client: Salesforce) -> str:
@@ -115,10 +98,14 @@ class SalesforceConnector:
         retry: RetryPolicy = RetryPolicy(),
         settings: ConnectorSettings | None = None,
         budget: BudgetStore | None = None,
+        renew: Callable[[], Salesforce] | None = None,
     ):
         """`budget`: where the org's cap on calls in flight is shared with every other run;
-        without one, only this connector's own concurrency bounds its calls."""
+        without one, only this connector's own concurrency bounds its calls. `renew`: signs in
+        again (`signin.renewal`) when Salesforce refuses the session; a call it refused is then
+        retried once."""
         self.client = client
+        self._renew, self._renewing = renew, threading.Lock()
         self.mapping = mapping or load_mapping(DEFAULT_MAPPING)
         self.retry = retry
         self.settings = settings or ConnectorSettings()
@@ -139,9 +126,11 @@ class SalesforceConnector:
     ) -> SalesforceConnector:
         mapping = load_mapping(mapping_path) if mapping_path else None
         settings = settings or ConnectorSettings()
-        client = connect(salesforce_credentials(block), settings)
+        credentials = salesforce_credentials(block)
+        client = connect(credentials, settings)
         budget = BudgetStore.at(store_url(settings.budget_url))
-        return cls(client, mapping, retry, settings, budget)
+        renew = signin.renewal(credentials.sign_in(), client.session)
+        return cls(client, mapping, retry, settings, budget, renew)
 
     def check_fields(self) -> None:
         """Raise MissingFields for mapped fields the org lacks, and FieldsNotAccessible for
@@ -299,9 +288,27 @@ class SalesforceConnector:
             yield records.to_frame(page["records"], self.mapping)
 
     def _call(self, request):
-        return call_with_retries(request, classify, self.retry, on_retry=_log_retry)
+        return call_with_retries(
+            lambda: self._with_session(request), classify, self.retry, on_retry=_log_retry
+        )
+
+    def _with_session(self, request):
+        """`request()`; if Salesforce refuses the session, sign in again and retry it once."""
+        client = self.client
+        try:
+            return request()
+        except SalesforceExpiredSession:
+            if self._renew is None:
+                raise
+            with self._renewing:
+                if self.client is client:  # else another call renewed it meanwhile
+                    log.info("Salesforce session expired; signing in again")
+                    self.client = self._renew()
+            return request()
 
     def _count(self, response: requests.Response, *args, **kwargs) -> None:
+        if signin.is_sign_in(response.request.path_url):
+            return  # a sign-in is not an API call
         self._calls.add(call_kind(response.request.method or "GET", response.request.path_url))
 
 

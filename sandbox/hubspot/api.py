@@ -8,7 +8,6 @@ no per-ten-second headers); every other request against the rolling ten-second b
 
 from __future__ import annotations
 
-import hmac
 import json
 import math
 import re
@@ -26,7 +25,7 @@ from urllib.parse import unquote, urlencode
 import pandas as pd
 
 from sandbox.http import Faults, Request, Response
-from sandbox.hubspot import discovery, schema
+from sandbox.hubspot import discovery, oauth, schema
 from sandbox.hubspot.schema import (
     CREATED,
     ID_PROPERTY,
@@ -60,11 +59,6 @@ NOT_FOUND = (
     "ids are valid."
 )
 WRITE_FAULT = "The contact could not be updated because of a conflicting change; try again."
-UNAUTHENTICATED = (
-    "Authentication credentials not found. This API supports OAuth 2.0 "
-    "authentication and you can find more details at "
-    "https://developers.hubspot.com/docs/methods/auth/oauth-overview"
-)
 POLICY_TEXT = {
     "TEN_SECONDLY_ROLLING": "ten_secondly_rolling",
     "SECONDLY": "secondly",
@@ -80,6 +74,13 @@ class HubSpotSettings:
     daily_limit: int = 1_000_000
     create_custom_properties: bool = True  # False: the leadsync_* properties must be created
     portal_id: int = 20_250_101
+    # The installed public app (sandbox/hubspot/oauth.py); its OAuth access tokens expire.
+    client_id: str = "leadsync-sandbox-app"
+    client_secret: str = "leadsync-sandbox-app-secret"
+    redirect_uri: str = "https://localhost/leadsync/oauth-callback"
+    refresh_token: str = ""
+    authorization_code: str = ""
+    access_token_ttl: float = 1_800.0  # seconds (HubSpot's: 30 minutes)
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,7 @@ class HubSpotApi:
         self.ten_seconds = RollingWindow(settings.ten_second_limit, 10.0)
         self.search_budget = RollingWindow(settings.search_per_second, 1.0)
         self.daily = DailyCounter(settings.daily_limit)
+        self.oauth = oauth.for_settings(settings)
         # 429s sent, by policy: TEN_SECONDLY_ROLLING, SECONDLY, DAILY, and "injected" (faults).
         self.rate_limited: Counter[str] = Counter()
         self._lock = threading.Lock()
@@ -203,14 +205,15 @@ class HubSpotApi:
     def handle(self, request: Request) -> Response:
         """Routing comes first, as in HubSpot: an unknown path is a 404 with or without a token;
         a known one without a valid token a 401, before any budget is spent."""
+        if request.path.rstrip("/") == oauth.TOKEN_PATH:
+            return self.oauth.token(request)
         handler, allowed = self._handler(request)
         if handler is None and not allowed:
             path = request.path.rstrip("/")
             return _error(404, "OBJECT_NOT_FOUND", f"No API route for {request.method} {path}.")
-        expected = self.settings.access_token.encode()
-        token = (request.bearer_token or "").encode()
-        if not expected or not hmac.compare_digest(token, expected):
-            return _error(401, "INVALID_AUTHENTICATION", UNAUTHENTICATED)
+        refused = self.oauth.refusal(request.bearer_token)
+        if refused is not None:
+            return refused
         is_search = request.method == "POST" and request.path.rstrip("/").endswith("/search")
         burst = (self.search_budget if is_search else self.ten_seconds).take()
         daily = self.daily.take() if burst.allowed else None

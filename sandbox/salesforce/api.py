@@ -4,9 +4,6 @@ API 2.0 jobs (sandbox/salesforce/bulk.py)."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import re
 import sqlite3
 import threading
@@ -15,14 +12,14 @@ from array import array
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
 
 import pandas as pd
 
 from sandbox.http import Faults, Request, Response
 from sandbox.limits import DailyCounter
-from sandbox.salesforce import catalog, schema, soql
+from sandbox.salesforce import catalog, oauth, schema, soql
 from sandbox.salesforce.bulk import BulkJobs
 from sandbox.salesforce.metadata import OrgMetadata
 from sandbox.salesforce.schema import FIELDS, Field, FieldError, WriteResult
@@ -36,7 +33,6 @@ OPEN_CURSORS = 10  # open query cursors per user, as in Salesforce; one more clo
 ORG_ID = "00D5g00000SBXORGAA"
 USER_ID = schema.DEFAULT_OWNER_ID
 API_PATH = re.compile(r"^/services/data/v(?P<version>\d+\.\d+)(?P<resource>/.*)?$")
-TOKEN_PATH = "/services/oauth2/token"
 LEAD_RECORD = re.compile(r"/sobjects/Lead/(?P<id>[^/]+)", re.IGNORECASE)
 QUERY_MORE = re.compile(r"/query(?:All)?/(?P<locator>[^/]+)")
 ROLLED_BACK = FieldError(
@@ -55,6 +51,10 @@ class SalesforceSettings:
     client_secret: str = "leadsync-sandbox-secret"
     username: str = "leadsync@sandbox.example"
     password: str = "leadsync-sandbox"
+    security_token: str = "leadsync-sandbox-token"
+    refresh_token: str = ""
+    session_ttl: float = 7_200.0  # seconds an issued session lives (Salesforce's default: 2 h)
+    connected_app_cert: Path | None = None  # the JWT bearer flow's certificate (PEM)
     bare: bool = False  # an org where leadsync's setup never ran: no custom fields, no grants
 
 
@@ -90,6 +90,7 @@ class SalesforceApi:
         self.table.index("SystemModstamp", "Id")
         self.table.index("LastModifiedDate")
         self.daily = DailyCounter(settings.daily_limit)
+        self.sign_in = oauth.sign_in_for(settings, lambda: self.base_url, _identity)
         self.metadata = OrgMetadata(db, self.table, USER_ID, settings.bare)
         self._cursors: OrderedDict[str, Cursor] = OrderedDict()
         self._cursor_count = 0
@@ -169,13 +170,15 @@ class SalesforceApi:
 
     def handle(self, request: Request) -> Response:
         path = request.path.rstrip("/")
-        if path == TOKEN_PATH:
-            return self._token(request) if request.method == "POST" else _not_allowed("POST")
+        if path == oauth.TOKEN_PATH:
+            return self.sign_in.token(request)
+        soap_login = oauth.SOAP_LOGIN.match(path)
+        if soap_login and request.method == "POST":
+            return self.sign_in.soap_login(request, soap_login["version"])
         match = API_PATH.match(path)
         if match is None:
             return _not_found()
-        token, expected = request.bearer_token or "", self.settings.session_id
-        if not expected or not hmac.compare_digest(token.encode(), expected.encode()):
+        if not self.sign_in.is_valid(request.bearer_token or ""):
             return _error(401, "INVALID_SESSION_ID", "Session expired or invalid")
         if self.daily.take().allowed:
             response = self._route(request, match["version"], match["resource"] or "")
@@ -197,52 +200,7 @@ class SalesforceApi:
                 allowed.append(method)
         return _not_allowed(",".join(allowed)) if allowed else _not_found()
 
-    # --- OAuth and limits --------------------------------------------------------------------
-
-    def _token(self, request: Request) -> Response:
-        form = {**request.query, **parse_qs(request.body.decode(errors="replace"))}
-        given = {name: values[-1] for name, values in form.items()}
-        settings = self.settings
-        client_ok = (given.get("client_id"), given.get("client_secret")) == (
-            settings.client_id,
-            settings.client_secret,
-        )
-        grant = given.get("grant_type")
-        if grant == "password":
-            granted = client_ok and (given.get("username"), given.get("password")) == (
-                settings.username,
-                settings.password,
-            )
-        elif grant == "client_credentials":
-            granted = client_ok
-        else:
-            return Response(
-                400,
-                {
-                    "error": "unsupported_grant_type",
-                    "error_description": "grant type not supported",
-                },
-            )
-        if not granted:
-            return Response(
-                400, {"error": "invalid_grant", "error_description": "authentication failure"}
-            )
-        return Response(200, self._token_body())
-
-    def _token_body(self) -> dict[str, str]:
-        identity = f"{self.base_url}/id/{ORG_ID}/{USER_ID}"
-        issued_at = str(int(time.time() * 1000))
-        digest = hmac.new(
-            self.settings.client_secret.encode(), (identity + issued_at).encode(), hashlib.sha256
-        ).digest()
-        return {
-            "access_token": self.settings.session_id,
-            "instance_url": self.base_url,
-            "id": identity,
-            "token_type": "Bearer",
-            "issued_at": issued_at,
-            "signature": base64.b64encode(digest).decode(),
-        }
+    # --- limits --------------------------------------------------------------------
 
     def _limits(self, request: Request, version: str, match: re.Match) -> Response:
         remaining = max(self.daily.limit - self.daily.used, 0)
@@ -518,6 +476,11 @@ class SalesforceApi:
 
     def _latest_stamp(self) -> int:
         return self.db.execute('SELECT MAX("SystemModstamp") FROM "Lead"')[0][0] or 0
+
+
+def _identity(base_url: str) -> str:
+    """The signed-in user's identity URL, as token responses give it."""
+    return f"{base_url}/id/{ORG_ID}/{USER_ID}"
 
 
 def _record(row: dict[str, Any], fields: list[Field], version: str) -> dict[str, Any]:

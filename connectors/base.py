@@ -140,6 +140,10 @@ class Connector(Protocol):
 
     def usage(self) -> ApiUsage: ...
 
+    def record_url(self, crm_id: str) -> str:
+        """Where a person opens the record: its page in the CRM (artifacts link to it instead
+        of copying the lead's personal fields)."""
+
 
 def write_results(crm_ids: Sequence[str], errors: Sequence[str | None]) -> pd.DataFrame:
     """The write report: one row per record, success where there is no error."""

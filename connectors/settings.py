@@ -35,6 +35,11 @@ class ConnectorSettings(BaseSettings):
         default=190, ge=1, description="the portal's burst budget (Free/Starter: 100)"
     )
     hubspot_searches_per_second: int = Field(default=5, ge=1)
+    hubspot_portal_id: int | None = Field(
+        default=None,
+        description="the portal's Hub ID (the account menu shows it), for links to contacts in "
+        "artifacts; unset: links to each contact's API URL",
+    )
     salesforce_calls_in_flight: int = Field(
         default=20,
         ge=1,

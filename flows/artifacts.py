@@ -4,6 +4,7 @@ be compared in the UI, and a summary that links to the others."""
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 
 import pandas as pd
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -22,8 +23,17 @@ AFTER_A_STOP = {  # what a stopped run of each kind leaves behind
 }
 
 
-def publish(report: RunReport, source: str, kind: str, dry_run: bool, note: str = "") -> str:
-    """Create the run's artifacts; returns the summary markdown."""
+def publish(
+    report: RunReport,
+    source: str,
+    kind: str,
+    dry_run: bool,
+    record_url: Callable[[str], str],
+    note: str = "",
+) -> str:
+    """Create the run's artifacts; returns the summary markdown. Leads appear by CRM id, reason
+    and figures, with `record_url`'s link to the record: never their personal fields, which
+    would be copied into Prefect's database."""
     prefix = f"{source}-{kind}"
     keys = {
         name: f"{prefix}-{name}" for name in ("transitions", "quarantine", "scores", "failures")
@@ -36,7 +46,7 @@ def publish(report: RunReport, source: str, kind: str, dry_run: bool, note: str 
     )
     create_table_artifact(
         key=keys["quarantine"],
-        table=report.quarantine or [{"crm_id": "none"}],
+        table=_linked(report.quarantine, record_url) or [{"crm_id": "none"}],
         description=f"{source} {kind}: leads failing the lead contract "
         "(first 200), with the reason; fix them in the CRM",
     )
@@ -47,10 +57,10 @@ def publish(report: RunReport, source: str, kind: str, dry_run: bool, note: str 
     )
     create_table_artifact(
         key=keys["failures"],
-        table=report.failures or [{"crm_id": "none"}],
+        table=_linked(report.failures, record_url) or [{"crm_id": "none"}],
         description=f"{source} {kind}: records the CRM refused (first 200); retried next run",
     )
-    summary = _summary(report, source, kind, dry_run, keys, note)
+    summary = _summary(report, source, kind, dry_run, keys, note, record_url)
     create_markdown_artifact(
         key=f"{prefix}-summary", markdown=summary, description=f"{source} {kind}: what this run did"
     )
@@ -84,6 +94,7 @@ def _summary(
     dry_run: bool,
     keys: dict[str, str],
     note: str,
+    record_url: Callable[[str], str],
 ) -> str:
     usage = report.usage
     left = "unknown" if usage.remaining is None else f"{usage.remaining:,} of {usage.limit:,}"
@@ -115,7 +126,8 @@ def _summary(
             "|---|---|---|---|",
         ]
         lines += [
-            f"| {e['crm_id']} | {show_status(e['from'])} | {show_status(e['to'])} | {e['reason']} |"
+            f"| [{e['crm_id']}]({record_url(e['crm_id'])}) | {show_status(e['from'])} | "
+            f"{show_status(e['to'])} | {e['reason']} |"
             for e in report.examples
         ]
         lines.append("")
@@ -123,6 +135,11 @@ def _summary(
         "See also: " + ", ".join(f"[{name}](/artifacts/key/{key})" for name, key in keys.items())
     ]
     return "\n".join(lines)
+
+
+def _linked(rows: list[dict], record_url: Callable[[str], str]) -> list[dict]:
+    """Each row with the link to its record in the CRM."""
+    return [{**row, "record": record_url(row["crm_id"])} for row in rows]
 
 
 def _records(frame: pd.DataFrame) -> list[dict]:

@@ -48,8 +48,9 @@ class RunReport:
         self.quarantined += len(quarantined)
         room = QUARANTINE_SAMPLE - len(self.quarantine)
         if room > 0 and not quarantined.empty:
-            # The reason next to the id: the artifact's table is wider than the screen.
-            sample = quarantined[["crm_id", REASON_COLUMN, "email", "company"]].head(room)
+            # The id and the reason only: artifacts live in Prefect's database, so they link to
+            # the record in the CRM instead of copying its personal fields.
+            sample = quarantined[["crm_id", REASON_COLUMN]].head(room)
             sample = sample.rename(columns={REASON_COLUMN: "reason"})
             self.quarantine += sample.astype(object).where(sample.notna(), None).to_dict("records")
 

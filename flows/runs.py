@@ -129,7 +129,7 @@ def finish(
     report: RunReport, source: str, kind: str, connector: Connector, dry_run: bool, note: str = ""
 ) -> State:
     report.usage = connector.usage()
-    summary = publish(report, source, kind, dry_run, note)
+    summary = publish(report, source, kind, dry_run, connector.record_url, note)
     get_run_logger().info("%s", summary.split("See also")[0])
     if report.has_failures:
         return Failed(

@@ -32,7 +32,7 @@ def test_every_good_row_passes(contract, good):
     ("column", "value", "reason"),
     [
         ("crm_id", None, "missing CRM id"),
-        ("email", "ana at acme.com", "email 'ana at acme.com' is not a valid address"),
+        ("email", "ana at acme.com", "email is not a valid address"),
         ("employees", -5, "employees -5 outside 0..5,000,000"),
         (
             "annual_revenue",
@@ -70,7 +70,7 @@ def test_a_row_with_several_problems_gets_one_reason_naming_them_all(contract, g
     bad.loc[bad.index[0], ["email", "employees"]] = ["nope", -1]
     result = contract.validate(bad)
     assert result.quarantined[REASON_COLUMN].tolist() == [
-        "email 'nope' is not a valid address; employees -1 outside 0..5,000,000"
+        "email is not a valid address; employees -1 outside 0..5,000,000"
     ]
 
 

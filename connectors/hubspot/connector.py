@@ -33,8 +33,8 @@ from connectors.base import (
     write_in_batches,
 )
 from connectors.budget import BudgetStore, account_key, store_url
-from connectors.credentials import HubSpotCredentials, hubspot_credentials
-from connectors.hubspot import records, signin
+from connectors.credentials import HUBSPOT_API, HubSpotCredentials, hubspot_credentials
+from connectors.hubspot import records
 from connectors.hubspot.properties import CUSTOM_PROPERTIES
 from connectors.mapping import FieldMapping, load_mapping
 from connectors.pacing import Pacer
@@ -65,24 +65,22 @@ class HubSpotLimits:
         return cls(settings.hubspot_requests_per_ten_seconds, settings.hubspot_searches_per_second)
 
 
-def connect(credentials: HubSpotCredentials, tokens: signin.OAuthTokens | None = None) -> HubSpot:
-    """A client for the portal; retries are ours (connectors.retry), so urllib3's are off. With
-    OAuth (`tokens`), every API client it builds follows the refreshed access token."""
-    common = {"host": credentials.base_url.rstrip("/"), "ssl_ca_cert": credentials.ca_bundle}
-    if tokens is None:
-        token = credentials.access_token.get_secret_value()
-        return HubSpot(access_token=token, retry=False, **common)
+def connect(credentials: HubSpotCredentials) -> HubSpot:
+    """A client for the portal; retries are ours (connectors.retry), so urllib3's are off."""
     return HubSpot(
-        access_token=tokens.current(), api_factory=tokens.api_factory, retry=False, **common
+        access_token=credentials.access_token.get_secret_value(),
+        host=credentials.base_url.rstrip("/"),
+        ssl_ca_cert=credentials.ca_bundle,
+        retry=False,
     )
 
 
 def portal_account(credentials: HubSpotCredentials) -> str:
     """The budget's name for the portal and app: HubSpot counts its limits per app in a
-    portal, and the token (or an OAuth install's refresh token) names both (hashed, never
-    stored)."""
-    token = credentials.access_token or credentials.refresh_token
-    return "hubspot:" + account_key(credentials.base_url.rstrip("/"), token.get_secret_value())
+    portal, and the token names both (hashed, never stored)."""
+    return "hubspot:" + account_key(
+        credentials.base_url.rstrip("/"), credentials.access_token.get_secret_value()
+    )
 
 
 class HubSpotConnector:
@@ -100,13 +98,13 @@ class HubSpotConnector:
         timeout: tuple[float, float] | None = None,
         budget: BudgetStore | None = None,
         account: str = "",
-        tokens: signin.OAuthTokens | None = None,
+        portal_id: int | None = None,
     ):
         """`budget`: where the portal's budgets are shared with every other run on `account`
-        (`portal_account`); without one, this connector paces only its own calls."""
+        (`portal_account`); without one, this connector paces only its own calls. `portal_id`:
+        the portal's Hub ID, for links to contacts (`record_url`)."""
         limits = limits or HubSpotLimits.from_settings(ConnectorSettings())
-        self._tokens = tokens  # OAuth: refreshed on expiry or a 401 (None: a private app)
-        self.client = client
+        self.client, self.portal_id = client, portal_id
         # Each attribute access of the client builds a new API client with its own connection
         # pool, so a new TLS handshake per call: the APIs are taken once and kept.
         self._contacts = client.crm.contacts.batch_api
@@ -138,16 +136,15 @@ class HubSpotConnector:
         settings = settings or ConnectorSettings()
         mapping = load_mapping(mapping_path) if mapping_path else None
         credentials = hubspot_credentials(block)
-        tokens = signin.oauth_tokens(credentials, settings.timeout("hubspot"))
         return cls(
-            connect(credentials, tokens),
+            connect(credentials),
             mapping,
             HubSpotLimits.from_settings(settings),
             write_concurrency=settings.write_concurrency,
             timeout=settings.timeout("hubspot"),
             budget=BudgetStore.at(store_url(settings.budget_url)),
             account=portal_account(credentials),
-            tokens=tokens,
+            portal_id=settings.hubspot_portal_id,
         )
 
     @property
@@ -323,6 +320,14 @@ class HubSpotConnector:
         remaining, limit = self._daily if self._daily else (None, None)
         return self._calls.usage(remaining, limit)
 
+    def record_url(self, crm_id: str) -> str:
+        """The contact's page in HubSpot, which needs the portal's id (Hub ID); without one (the
+        sandbox has no pages) the contact's API URL."""
+        if self.portal_id is None:
+            host = self.client.config.get("host") or HUBSPOT_API
+            return f"{host}/crm/v3/objects/{self.mapping.object}/{crm_id}"
+        return f"https://app.hubspot.com/contacts/{self.portal_id}/record/0-1/{crm_id}"
+
     def _search_by_id(self, groups: list[list[dict]]) -> Iterator[pd.DataFrame]:
         """Every match, read by id with two cursors at once (connectors.paging.keyset_pages).
 
@@ -373,25 +378,11 @@ class HubSpotConnector:
             self._pace.wait()
             self._calls.add(kind)
             # Raw JSON, not the client's models: building those costs more than the call itself.
-            response = self._authorized(request)
+            response = request()
             self._remember_daily(response.headers)
             return json.loads(response.data) if response.data else {}
 
         return call_with_retries(paced, self._classify, self.retry, on_retry=_log_retry)
-
-    def _authorized(self, request):
-        """`request()` with a live OAuth access token; when HubSpot refuses it (401), one more
-        time with a refreshed one."""
-        if self._tokens is None:
-            return request()
-        token = self._tokens.current()
-        try:
-            return request()
-        except API_ERRORS as error:
-            if error.status != 401:
-                raise
-            self._tokens.refused(token)
-            return request()
 
     def _remember_daily(self, headers) -> None:
         if headers and headers.get("X-HubSpot-RateLimit-Daily-Remaining") is not None:

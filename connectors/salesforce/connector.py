@@ -256,6 +256,10 @@ class SalesforceConnector:
         remaining = limit - usage.used if usage is not None else None
         return self._calls.usage(remaining, limit)
 
+    def record_url(self, crm_id: str) -> str:
+        """The record's Lightning page (on My Domain it redirects to lightning.force.com)."""
+        return f"https://{self.client.sf_instance}/lightning/r/{self.mapping.object}/{crm_id}/view"
+
     def _reaches_bulk(self, leads: int) -> bool:
         return leads >= self.settings.salesforce_bulk_threshold
 

@@ -250,8 +250,9 @@ def _handler_for(
         do_POST = do_PATCH = do_PUT = do_DELETE = do_GET
 
         def __getattr__(self, name: str) -> Any:
-            """Any other method (HEAD, OPTIONS, TRACE, ...) goes to the Api too, which answers
-            405 in its CRM's error shape rather than http.server's 501 HTML page."""
+            """Any other method (OPTIONS, TRACE, ...) goes to the Api too, which answers 405 in
+            its CRM's error shape rather than http.server's 501 HTML page; HEAD is served as the
+            GET it stands for, without the body, as both CRMs document it."""
             if name.startswith("do_"):
                 return self._serve
             raise AttributeError(name)
@@ -264,7 +265,7 @@ def _handler_for(
             url = urlsplit(self.path)
             length = int(self.headers.get("Content-Length") or 0)
             request = Request(
-                method=self.command,
+                method="GET" if self.command == "HEAD" else self.command,
                 path=url.path,
                 query=parse_qs(url.query, keep_blank_values=True),
                 headers={name.lower(): value for name, value in self.headers.items()},

@@ -197,12 +197,20 @@ def test_an_unknown_route_is_a_404_with_or_without_a_token(portal, trusted_sessi
     assert known.status_code == 401 and known.json()["category"] == "INVALID_AUTHENTICATION"
 
 
-@pytest.mark.parametrize("method", ["PUT", "OPTIONS", "HEAD", "TRACE"])
+@pytest.mark.parametrize("method", ["PUT", "OPTIONS", "TRACE"])
 def test_an_unsupported_method_is_a_405_in_hubspot_shape(portal, method):
     base, session, _ = portal
     response = session.request(method, f"{base}/crm/v3/objects/contacts")
     assert response.status_code == 405
     assert "GET" in response.headers["Allow"] and "POST" in response.headers["Allow"]
-    if method != "HEAD":
-        body = response.json()
-        assert body["status"] == "error" and body["category"] == "VALIDATION_ERROR"
+    body = response.json()
+    assert body["status"] == "error" and body["category"] == "VALIDATION_ERROR"
+
+
+def test_head_answers_the_headers_of_the_get(portal):
+    base, session, _ = portal
+    url = f"{base}/crm/v3/objects/contacts?limit=3"
+    head, get = session.head(url), session.get(url)  # one kept-alive connection
+    assert head.status_code == get.status_code == 200 and head.content == b""
+    assert head.headers["Content-Length"] == get.headers["Content-Length"] != "0"
+    assert "X-HubSpot-RateLimit-Remaining" in head.headers

@@ -34,7 +34,7 @@ from connectors.base import (
 )
 from connectors.budget import BudgetStore, account_key, store_url
 from connectors.credentials import HUBSPOT_API, HubSpotCredentials, hubspot_credentials
-from connectors.hubspot import records
+from connectors.hubspot import records, signin
 from connectors.hubspot.properties import CUSTOM_PROPERTIES
 from connectors.mapping import FieldMapping, load_mapping
 from connectors.pacing import Pacer
@@ -65,22 +65,24 @@ class HubSpotLimits:
         return cls(settings.hubspot_requests_per_ten_seconds, settings.hubspot_searches_per_second)
 
 
-def connect(credentials: HubSpotCredentials) -> HubSpot:
-    """A client for the portal; retries are ours (connectors.retry), so urllib3's are off."""
+def connect(credentials: HubSpotCredentials, tokens: signin.OAuthTokens | None = None) -> HubSpot:
+    """A client for the portal; retries are ours (connectors.retry), so urllib3's are off. With
+    OAuth (`tokens`), every API client it builds follows the refreshed access token."""
+    common = {"host": credentials.base_url.rstrip("/"), "ssl_ca_cert": credentials.ca_bundle}
+    if tokens is None:
+        token = credentials.access_token.get_secret_value()
+        return HubSpot(access_token=token, retry=False, **common)
     return HubSpot(
-        access_token=credentials.access_token.get_secret_value(),
-        host=credentials.base_url.rstrip("/"),
-        ssl_ca_cert=credentials.ca_bundle,
-        retry=False,
+        access_token=tokens.current(), api_factory=tokens.api_factory, retry=False, **common
     )
 
 
 def portal_account(credentials: HubSpotCredentials) -> str:
     """The budget's name for the portal and app: HubSpot counts its limits per app in a
-    portal, and the token names both (hashed, never stored)."""
-    return "hubspot:" + account_key(
-        credentials.base_url.rstrip("/"), credentials.access_token.get_secret_value()
-    )
+    portal, and the token (or an OAuth install's refresh token) names both (hashed, never
+    stored)."""
+    token = credentials.access_token or credentials.refresh_token
+    return "hubspot:" + account_key(credentials.base_url.rstrip("/"), token.get_secret_value())
 
 
 class HubSpotConnector:
@@ -98,12 +100,14 @@ class HubSpotConnector:
         timeout: tuple[float, float] | None = None,
         budget: BudgetStore | None = None,
         account: str = "",
+        tokens: signin.OAuthTokens | None = None,
         portal_id: int | None = None,
     ):
         """`budget`: where the portal's budgets are shared with every other run on `account`
         (`portal_account`); without one, this connector paces only its own calls. `portal_id`:
         the portal's Hub ID, for links to contacts (`record_url`)."""
         limits = limits or HubSpotLimits.from_settings(ConnectorSettings())
+        self._tokens = tokens  # OAuth: refreshed on expiry or a 401 (None: a private app)
         self.client, self.portal_id = client, portal_id
         # Each attribute access of the client builds a new API client with its own connection
         # pool, so a new TLS handshake per call: the APIs are taken once and kept.
@@ -136,14 +140,16 @@ class HubSpotConnector:
         settings = settings or ConnectorSettings()
         mapping = load_mapping(mapping_path) if mapping_path else None
         credentials = hubspot_credentials(block)
+        tokens = signin.oauth_tokens(credentials, settings.timeout("hubspot"))
         return cls(
-            connect(credentials),
+            connect(credentials, tokens),
             mapping,
             HubSpotLimits.from_settings(settings),
             write_concurrency=settings.write_concurrency,
             timeout=settings.timeout("hubspot"),
             budget=BudgetStore.at(store_url(settings.budget_url)),
             account=portal_account(credentials),
+            tokens=tokens,
             portal_id=settings.hubspot_portal_id,
         )
 
@@ -378,11 +384,25 @@ class HubSpotConnector:
             self._pace.wait()
             self._calls.add(kind)
             # Raw JSON, not the client's models: building those costs more than the call itself.
-            response = request()
+            response = self._authorized(request)
             self._remember_daily(response.headers)
             return json.loads(response.data) if response.data else {}
 
         return call_with_retries(paced, self._classify, self.retry, on_retry=_log_retry)
+
+    def _authorized(self, request):
+        """`request()` with a live OAuth access token; when HubSpot refuses it (401), one more
+        time with a refreshed one."""
+        if self._tokens is None:
+            return request()
+        token = self._tokens.current()
+        try:
+            return request()
+        except API_ERRORS as error:
+            if error.status != 401:
+                raise
+            self._tokens.refused(token)
+            return request()
 
     def _remember_daily(self, headers) -> None:
         if headers and headers.get("X-HubSpot-RateLimit-Daily-Remaining") is not None:

@@ -3,6 +3,9 @@
 Options are the flow's parameters (the same as its deployment's), in kebab-case, with the help
 text of the flow's docstring. Connection settings come from the connectors: a credentials block,
 the environment, or LEADSYNC_SANDBOX_INFO.
+
+`python -m flows purge --source S --crm-id ID [--crm-id ...]` deletes leads' rows from the
+ledger (LEADSYNC_LEDGER_URL), for a right-to-be-forgotten request.
 """
 
 from __future__ import annotations
@@ -15,8 +18,10 @@ import pandas as pd
 from prefect import Flow
 from prefect.utilities.callables import parameter_schema
 
+from connectors import SOURCES
 from flows.backfill import backfill_leads
 from flows.jobs import requalify_leads, sync_leads
+from flows.ledger import Ledger
 from flows.rollback import rollback_run
 from flows.review import review_criteria
 
@@ -32,12 +37,21 @@ COMMANDS: dict[str, Flow] = {
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = vars(parser.parse_args(argv))
-    flow = COMMANDS[args.pop("command")]
+    command = args.pop("command")
+    if command == "purge":
+        return purge(args["source"], args["crm_ids"])
+    flow = COMMANDS[command]
     state = flow(
         **{name: value for name, value in args.items() if value is not None}, return_state=True
     )
     print(f"{flow.name}: {state.name}: {state.message or ''}".rstrip(": "))
     return 0 if state.is_completed() else 1
+
+
+def purge(source: str, crm_ids: list[str]) -> int:
+    deleted = Ledger().purge(source, crm_ids)
+    print(f"purge: {deleted} ledger rows of {len(set(crm_ids))} {source} leads deleted")
+    return 0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -53,7 +67,19 @@ def _parser() -> argparse.ArgumentParser:
         schema = parameter_schema(flow.fn).model_dump()
         for name, spec in schema["properties"].items():
             _add_option(sub, name, spec, required=name in schema.get("required", []))
+    _add_purge(commands)
     return parser
+
+
+def _add_purge(commands: argparse._SubParsersAction) -> None:
+    description = (
+        "Delete leads' rows from the ledger (their audited writes and owed retries): a "
+        "right-to-be-forgotten request. Their writes can no longer be rolled back."
+    )
+    sub = commands.add_parser("purge", help=description.split(":")[0], description=description)
+    sub.add_argument("--source", required=True, choices=SOURCES)
+    sub.add_argument("--crm-id", dest="crm_ids", action="append", required=True, metavar="ID",
+                     help="a lead's CRM id; repeat for several")  # fmt: skip
 
 
 def _add_option(

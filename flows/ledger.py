@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 import pandas as pd
 from sqlalchemy import Column, DateTime, String, Table, Text, delete, insert, select
 
-from flows.audit import AuditLog
+from flows.audit import AuditLog, writes
 from flows.database import engine_for, in_slices, ledger_url, metadata
 
 watermarks = Table(
@@ -135,6 +135,18 @@ class Ledger:
                     ],
                 )
 
+    def purge(self, source: str, crm_ids: Iterable[str]) -> int:
+        """Forget these leads (a right-to-be-forgotten request): their audited writes and the
+        retries owed them, in one transaction; returns the rows deleted. Their writes can no
+        longer be rolled back."""
+        ids, deleted = list(dict.fromkeys(crm_ids)), 0
+        with self.engine.begin() as connection:
+            for table in (writes, pending):
+                for part in in_slices(ids):
+                    deleted += connection.execute(
+                        delete(table).where(table.c.source == source, table.c.crm_id.in_(part))
+                    ).rowcount
+        return deleted
 
     def _put(self, key_column: Column, key: str, **values) -> None:
         """The row of `key` in `key_column`'s table, replaced by `values`."""

@@ -14,8 +14,13 @@ from prefect.artifacts import Artifact
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.testing.utilities import prefect_test_harness
 
+from sqlalchemy import select
+
 from connectors import connector_for
+from flows.__main__ import main as flows_main
+from flows.audit import writes
 from flows.jobs import sync_leads
+from flows.ledger import Ledger
 from sandbox.http import FaultPlan
 from scoring import DEFAULT_RULES_PATH
 
@@ -109,3 +114,27 @@ def test_a_hubspot_link_opens_the_contact_page_of_the_portal_or_in_the_sandbox_i
         == "https://app.hubspot.com/contacts/4521987/record/0-1/101"
     )
 
+
+def test_purge_deletes_the_leads_writes_and_owed_retries_from_the_ledger_only(crm):
+    sync_leads(source="hubspot", return_state=True)
+    ledger = Ledger()
+    written = ledger.audit.writes_of_run(ledger_run(ledger))["crm_id"].unique().tolist()
+    owed = ledger.owed("hubspot")
+    forgotten, kept = [written[0], owed[0]], written[1:]
+
+    assert flows_main(["purge", "--source", "hubspot", *(f"--crm-id={i}" for i in forgotten)]) == 0
+
+    with ledger.engine.connect() as connection:
+        left = set(
+            connection.execute(select(writes.c.crm_id).where(writes.c.source == "hubspot"))
+            .scalars()
+        )
+    assert left == set(kept)
+    assert set(ledger.owed("hubspot")) == set(owed) - {owed[0]}
+    assert ledger.watermark("hubspot") is not None  # the source's own state stays
+
+
+def ledger_run(ledger: Ledger) -> str:
+    """The one run that wrote to this ledger."""
+    with ledger.engine.connect() as connection:
+        return connection.execute(select(writes.c.run_id).limit(1)).scalar_one()

@@ -5,6 +5,7 @@ renewed, and refusals that end the run with a clear message."""
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 import re
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from prefect.testing.utilities import prefect_test_harness
 from simple_salesforce import Salesforce
 
-from connectors import connector_for
+from connectors import AuthenticationFailed, connector_for
 from connectors.credentials import (
     CredentialsInvalid,
     SalesforceCredentials,
@@ -170,6 +171,20 @@ def test_a_salesforce_session_refused_in_a_bulk_api_call_is_renewed(crm, monkeyp
     connector.write(updates)
     assert crm.salesforce.sign_in.issued == issued + 1
     assert connector.read_by_ids(list(updates["crm_id"]))["score"].tolist() == [42.0] * 5
+
+
+def test_a_sign_in_refused_mid_run_stops_with_the_reason(crm, monkeypatch):
+    """simple-salesforce signs in again by itself when a REST call's session expired; when that
+    sign-in is refused, the run stops with Salesforce's reason, not the client's exception."""
+    use(monkeypatch, salesforce_flow(crm, "jwt_bearer"))
+    connector = connector_for("salesforce")
+    crm.salesforce.sign_in.app = replace(crm.salesforce.sign_in.app, certificate=None)
+    crm.salesforce.sign_in.expire_sessions()
+    with pytest.raises(
+        AuthenticationFailed,
+        match="Salesforce refused the sign-in again: invalid_grant: invalid assertion",
+    ):
+        connector.read_by_ids(["00Q000000000001AAA"])
 
 
 def test_a_bad_jwt_assertion_ends_the_run_with_the_reason(crm, monkeypatch, tmp_path):

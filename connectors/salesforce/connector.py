@@ -13,6 +13,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from simple_salesforce import Salesforce
 from simple_salesforce.exceptions import (
+    SalesforceAuthenticationFailed,
     SalesforceError,
     SalesforceExpiredSession,
     SalesforceGeneralError,
@@ -330,6 +331,10 @@ def call_kind(method: str, path: str) -> CallKind:
 
 def classify(error: Exception) -> Exception:
     """Sort simple-salesforce's failures: transient ones are retried, the rest stop the run."""
+    if isinstance(error, SalesforceAuthenticationFailed):  # its own sign-in again, mid-run
+        return AuthenticationFailed(
+            f"Salesforce refused the sign-in again: {error.code}: {error.auth_message}"
+        )
     if isinstance(error, SalesforceExpiredSession):
         return AuthenticationFailed(
             "Salesforce refused the session: it expired or is invalid. "

@@ -1,6 +1,6 @@
 """Real services for the operations tests, each a context manager that cleans up after itself:
-Debian's PostgreSQL on loopback, a `prefect server` (on PostgreSQL), process workers, a webhook
-receiver, and Debian's Chromium driven by Playwright.
+Debian's PostgreSQL on loopback, a `prefect server` (on PostgreSQL, with an auth string), process
+workers, a webhook receiver, and Debian's Chromium driven by Playwright.
 
 A service that is not installed skips its tests, unless LEADSYNC_TESTS_REQUIRE_SERVICES=1
 (set by .ci/run, which installs them), where it fails them instead.
@@ -11,6 +11,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -112,7 +113,8 @@ def postgres() -> Iterator[Postgres]:
 @dataclass
 class PrefectServer:
     api_url: str
-    env: dict[str, str]
+    env: dict[str, str]  # for its clients: the API URL and the auth string
+    auth_string: str  # "user:password", which the server asks of every API request
 
     @property
     def ui_url(self) -> str:
@@ -135,12 +137,21 @@ class PrefectServer:
 
 @contextmanager
 def prefect_server(home: Path, database_url: str, **settings: str) -> Iterator[PrefectServer]:
-    """`prefect server start` with its UI, on a free port, storing its state in `database_url`."""
+    """`prefect server start` with its UI, on a free port, storing its state in `database_url`,
+    refusing API requests without its auth string (a new one each time)."""
     port = free_port()
     api_url = f"http://127.0.0.1:{port}/api"
-    env = {**os.environ, **QUIET, "PREFECT_HOME": str(home), "PREFECT_API_URL": api_url}
+    auth_string = f"leadsync:{secrets.token_urlsafe(16)}"
+    env = {
+        **os.environ,
+        **QUIET,
+        "PREFECT_HOME": str(home),
+        "PREFECT_API_URL": api_url,
+        "PREFECT_API_AUTH_STRING": auth_string,
+    }
     server_env = {
         **env,
+        "PREFECT_SERVER_API_AUTH_STRING": auth_string,
         "PREFECT_API_DATABASE_CONNECTION_URL": database_url,
         "PREFECT_UI_URL": f"http://127.0.0.1:{port}",
         **settings,
@@ -153,7 +164,7 @@ def prefect_server(home: Path, database_url: str, **settings: str) -> Iterator[P
         wait_until(lambda: healthy(api_url) or server.poll() is not None, "the Prefect server")
         if server.poll() is not None:
             raise RuntimeError(f"the Prefect server exited; see {home / 'server.log'}")
-        yield PrefectServer(api_url, env)
+        yield PrefectServer(api_url, env, auth_string)
     finally:
         stop(server)
         log.close()
@@ -236,10 +247,26 @@ def webhook_receiver() -> Iterator[WebhookReceiver]:
         server.server_close()
 
 
+def log_in(browser, server: PrefectServer, screenshot: Path | None = None) -> None:
+    """Log in to the UI as a person does: it shows its login page, which takes the auth string."""
+    page = browser.new_page()
+    page.goto(server.ui_url)
+    password = page.get_by_placeholder("admin:pass")
+    password.wait_for(timeout=60_000)
+    if screenshot is not None:
+        screenshot.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=screenshot)
+    password.fill(server.auth_string)
+    page.get_by_role("button", name="Login").click()
+    page.wait_for_url(lambda url: "/login" not in url, timeout=60_000)
+    page.close()
+
+
 @contextmanager
-def chromium():
+def chromium(storage_state: Path | None = None):
     """Headless Debian Chromium under Playwright (never a downloaded browser); yields a
-    browser context with a 1400x1000 viewport."""
+    browser context with a 1400x1000 viewport, starting from `storage_state` (cookies and local
+    storage a context saved) if given."""
     executable = os.environ.get("LEADSYNC_CHROMIUM") or shutil.which("chromium")
     require(executable is not None, "Chromium (Debian package chromium)")
     from playwright.sync_api import sync_playwright
@@ -247,6 +274,8 @@ def chromium():
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
         try:
-            yield browser.new_context(viewport={"width": 1400, "height": 1000})
+            yield browser.new_context(
+                viewport={"width": 1400, "height": 1000}, storage_state=storage_state
+            )
         finally:
             browser.close()

@@ -1,19 +1,24 @@
-"""The job as a team runs it: a `prefect server` on PostgreSQL, the deployments registered from
-deployments/prefect.yaml to a process work pool with two workers, credentials as blocks, the
-audit ledger on PostgreSQL, the on-call automation posting to a webhook, and the Prefect UI in
-headless Chromium. Screenshots of the UI land in test-output/ui/.
+"""The job as a team runs it: a `prefect server` on PostgreSQL that refuses requests without its
+auth string, the deployments registered from deployments/prefect.yaml to a process work pool
+with two workers, credentials as blocks, the audit ledger on PostgreSQL, the on-call automation
+posting to a webhook, and the Prefect UI in headless Chromium, logged in. Screenshots of the UI
+land in test-output/ui/.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import re
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.error import HTTPError
 from uuid import UUID
 
 import pandas as pd
@@ -22,7 +27,7 @@ from prefect import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
-from prefect.settings import PREFECT_API_URL, temporary_settings
+from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 from prefect.states import Crashed, Scheduled
 
 from connectors import SOURCES, connector_for
@@ -36,6 +41,7 @@ from tests.stack import (
     PrefectServer,
     WebhookReceiver,
     chromium,
+    log_in,
     prefect_server,
     wait_until,
     webhook_receiver,
@@ -73,7 +79,11 @@ def stack(tmp_path_factory, postgres_cluster) -> Iterator[Stack]:
                 PREFECT_SERVER_SERVICES_LATE_RUNS_LOOP_SECONDS="1",
             )
         )
-        up.enter_context(temporary_settings({PREFECT_API_URL: server.api_url}))
+        up.enter_context(
+            temporary_settings(
+                {PREFECT_API_URL: server.api_url, PREFECT_API_AUTH_STRING: server.auth_string}
+            )
+        )
         sandbox = up.enter_context(Sandbox(SandboxConfig(leads=LEADS, seed=11)))
         sandbox.write_info(home / "sandbox.json")
         webhook = up.enter_context(webhook_receiver())
@@ -197,6 +207,48 @@ def artifacts_of(flow_run_id: UUID) -> dict[str, UUID]:
     return {artifact.key: artifact.id for artifact in artifacts if artifact.key}
 
 
+@pytest.fixture(scope="module")
+def ui_login(stack, tmp_path_factory) -> Path:
+    """Log in to the Prefect UI once (it asks for the server's auth string); the browser state
+    it leaves (the string in local storage), which each UI test starts from. Each test opens
+    Chromium only after its flow runs: Playwright's event loop would turn Prefect's sync calls
+    into coroutines."""
+    state = tmp_path_factory.mktemp("ui") / "state.json"
+    with chromium() as browser:
+        log_in(browser, stack.server, SCREENSHOTS / "login.png")
+        browser.storage_state(path=state)
+    return state
+
+
+def basic(auth_string: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(auth_string.encode()).decode()}
+
+
+def api_post(stack: Stack, path: str, headers: dict[str, str]):
+    request = urllib.request.Request(
+        f"{stack.server.api_url}{path}",
+        data=b"{}",
+        headers={"Content-Type": "application/json", **headers},
+    )
+    return urllib.request.urlopen(request, timeout=30)
+
+
+def test_the_server_refuses_whoever_lacks_its_auth_string(stack):
+    for headers in ({}, basic("leadsync:guessed")):
+        with pytest.raises(HTTPError) as refused:
+            api_post(stack, "/deployments/filter", headers)
+        assert refused.value.code == 401
+    with api_post(stack, "/deployments/filter", basic(stack.server.auth_string)) as answer:
+        assert "salesforce-backfill" in {deployment["name"] for deployment in json.load(answer)}
+
+    without = {k: v for k, v in stack.server.env.items() if k != "PREFECT_API_AUTH_STRING"}
+    cli = subprocess.run(
+        [sys.executable, "-m", "prefect", "deployment", "ls"],
+        env=without, cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert cli.returncode != 0 and "401" in cli.stdout + cli.stderr
+
+
 def open_page(browser, url: str, shows: str, screenshot: str):
     """Open `url`, wait until the page shows the text `shows`, save a full-page screenshot."""
     page = browser.new_page()
@@ -208,13 +260,13 @@ def open_page(browser, url: str, shows: str, screenshot: str):
     return page
 
 
-def test_the_flow_run_page_shows_on_call_the_run_and_its_artifacts(stack, synced):
+def test_the_flow_run_page_shows_on_call_the_run_and_its_artifacts(stack, synced, ui_login):
     flow_run = synced["hubspot"]
     keys = artifacts_of(flow_run.id)
     leads = pd.concat(connector_for("hubspot", "sandbox-hubspot").read_all())
     quarantined = leads["crm_id"][~leads["crm_id"].isin(valid_of(leads)["crm_id"])]
     ui = stack.server.ui_url
-    with chromium() as browser:
+    with chromium(ui_login) as browser:
         page = open_page(browser, f"{ui}/runs/flow-run/{flow_run.id}", flow_run.name, "run.png")
         assert "Completed" in page.inner_text("body")
         page.get_by_text("Artifacts", exact=True).click()
@@ -241,11 +293,13 @@ def test_the_flow_run_page_shows_on_call_the_run_and_its_artifacts(stack, synced
             browser, f"{ui}/artifacts/artifact/{keys['hubspot-sync-quarantine']}", "reason",
             "quarantine.png",
         ).inner_text("body")  # fmt: skip
-        assert "crm_id\treason" in quarantine  # the reason beside the id, on screen
+        assert "crm_id\treason\trecord" in quarantine  # the reason and the link beside the id
         assert quarantined.iloc[0] in quarantine
 
 
-def test_a_refused_token_fails_with_its_reason_in_the_ui_and_tells_on_call(stack, synced):
+def test_a_refused_token_fails_with_its_reason_in_the_ui_and_tells_on_call(
+    stack, synced, ui_login
+):
     flow_run = finished(run("sync-leads/hubspot-sync", credentials_block="revoked-hubspot"))
     assert flow_run.state.is_failed()
     reason = "HubSpot refused the access token"
@@ -256,7 +310,7 @@ def test_a_refused_token_fails_with_its_reason_in_the_ui_and_tells_on_call(stack
     assert f"Run: {stack.server.ui_url}/runs/flow-run/{flow_run.id}" in message
 
     failure = artifacts_of(flow_run.id)["hubspot-sync-failure"]
-    with chromium() as browser:
+    with chromium(ui_login) as browser:
         page = open_page(
             browser, f"{stack.server.ui_url}/runs/flow-run/{flow_run.id}", reason, "failed-run.png"
         )
@@ -318,7 +372,7 @@ def test_on_call_can_be_told_through_a_notification_block_made_in_the_ui(stack):
         notify(stack.server, "--webhook-url", stack.webhook.url)
 
 
-def test_the_criteria_review_reads_at_a_glance_and_downloads_as_csv(stack, synced):
+def test_the_criteria_review_reads_at_a_glance_and_downloads_as_csv(stack, synced, ui_login):
     flow_run = finished(
         run(
             "review-criteria/hubspot-review",
@@ -328,7 +382,7 @@ def test_the_criteria_review_reads_at_a_glance_and_downloads_as_csv(stack, synce
     )
     assert flow_run.state.is_completed(), flow_run.state.message
     review = artifacts_of(flow_run.id)["hubspot-criteria-review"]
-    with chromium() as browser:
+    with chromium(ui_login) as browser:
         page = open_page(
             browser,
             f"{stack.server.ui_url}/artifacts/artifact/{review}",

@@ -41,6 +41,17 @@ def trusted_session():
 
 
 @pytest.fixture(scope="session")
+def prefect_api():
+    """One Prefect test server for the whole session, started by the first test that needs it
+    (each start costs 10 s or more); yields its API URL, for runs started in subprocesses."""
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield PREFECT_API_URL.value()
+
+
+@pytest.fixture(scope="session")
 def postgres_cluster():
     """Debian's PostgreSQL on a free loopback port, once per test session (tests/stack.py)."""
     from tests.stack import postgres

@@ -12,7 +12,6 @@ import pytest
 from prefect import get_client
 from prefect.artifacts import Artifact
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-from prefect.testing.utilities import prefect_test_harness
 
 from sqlalchemy import select
 
@@ -29,9 +28,8 @@ PERSONAL = ["email", "first_name", "last_name", "company"]
 
 
 @pytest.fixture(scope="module", autouse=True)
-def prefect_engine():
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
+def prefect_engine(prefect_api):
+    """The session's Prefect test server (tests/conftest.py)."""
 
 
 @pytest.fixture

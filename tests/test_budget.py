@@ -219,15 +219,6 @@ def test_connectors_of_one_portal_pace_their_calls_together(start_sandbox, tmp_p
     assert (tmp_path / "budget.sqlite3").exists()
 
 
-@pytest.fixture
-def prefect_api():
-    from prefect.settings import PREFECT_API_URL
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield PREFECT_API_URL.value()
-
-
 def test_a_sync_a_review_and_a_dry_run_of_one_portal_at_once_meet_no_429(
     start_sandbox, prefect_api, tmp_path, monkeypatch
 ):

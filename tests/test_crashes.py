@@ -13,8 +13,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from prefect.settings import PREFECT_API_URL
-from prefect.testing.utilities import prefect_test_harness
 from sqlalchemy import select
 
 from connectors import connector_for
@@ -32,12 +30,6 @@ LEADS = 1_200
 SCORE_COLUMN = {"salesforce": "Lead_Score__c", "hubspot": "leadsync_score"}
 SLOW = FaultPlan(latency_seconds=0.25)  # a write batch takes a quarter second: time to kill
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def prefect_api():
-    with prefect_test_harness(server_startup_timeout=120):
-        yield PREFECT_API_URL.value()
 
 
 @pytest.fixture

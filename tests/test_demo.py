@@ -1,14 +1,11 @@
-from prefect.testing.utilities import prefect_test_harness
-
 from flows.demo import main
 
 
-def test_demo_syncs_both_crms_then_requalifies_later(tmp_path, monkeypatch, capsys):
+def test_demo_syncs_both_crms_then_requalifies_later(tmp_path, monkeypatch, capsys, prefect_api):
     # The demo points the connectors and the ledger at its own folder; restore afterwards.
     monkeypatch.setenv("LEADSYNC_SANDBOX_INFO", "")
     monkeypatch.setenv("LEADSYNC_LEDGER_URL", "")
-    with prefect_test_harness(server_startup_timeout=120):
-        main(["--leads", "400", "--later-days", "120", "--directory", str(tmp_path / "demo")])
+    main(["--leads", "400", "--later-days", "120", "--directory", str(tmp_path / "demo")])
     out = capsys.readouterr().out
     for run in (
         "salesforce sync",

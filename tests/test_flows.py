@@ -15,7 +15,6 @@ from prefect import get_client
 from prefect.artifacts import Artifact
 from prefect.flow_engine import run_flow
 from prefect.states import Scheduled
-from prefect.testing.utilities import prefect_test_harness
 from prefect_dask import DaskTaskRunner
 
 from connectors import connector_for
@@ -37,9 +36,8 @@ WRITTEN = ["status", "score", "reason", "qualified_at"]
 
 
 @pytest.fixture(scope="module", autouse=True)
-def prefect_engine():
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
+def prefect_engine(prefect_api):
+    """The session's Prefect test server (tests/conftest.py)."""
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from prefect.testing.utilities import prefect_test_harness
 from simple_salesforce import Salesforce
 from simple_salesforce.exceptions import SalesforceMalformedRequest
 
@@ -24,9 +23,8 @@ SCORE_FIELD = {"salesforce": "Lead_Score__c", "hubspot": "leadsync_score"}
 
 
 @pytest.fixture(scope="module")
-def prefect_engine():
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
+def prefect_engine(prefect_api):
+    """The session's Prefect test server (tests/conftest.py)."""
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ import pytest
 import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from prefect.testing.utilities import prefect_test_harness
 from simple_salesforce import Salesforce
 
 from connectors import AuthenticationFailed, connector_for
@@ -36,9 +35,8 @@ SLOW = FaultPlan(latency_seconds=0.25)
 
 
 @pytest.fixture(scope="module", autouse=True)
-def prefect_engine():
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
+def prefect_engine(prefect_api):
+    """The session's Prefect test server (tests/conftest.py)."""
 
 
 @pytest.fixture

@@ -26,9 +26,9 @@ from sandbox.http import FaultPlan
 
 SOURCES = ("salesforce", "hubspot")
 WRITTEN = ["status", "score", "reason", "qualified_at"]
-LEADS = 1_200
+LEADS = 900
 SCORE_COLUMN = {"salesforce": "Lead_Score__c", "hubspot": "leadsync_score"}
-SLOW = FaultPlan(latency_seconds=0.25)  # a write batch takes a quarter second: time to kill
+SLOW = FaultPlan(latency_seconds=0.2)  # a write batch takes a fifth of a second: time to kill
 ROOT = Path(__file__).resolve().parents[1]
 
 

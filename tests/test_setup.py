@@ -135,6 +135,9 @@ def test_without_the_permission_set_fields_are_hidden_and_check_says_how_to_gran
         client.query("SELECT Id, Lead_Score__c FROM Lead")
     assert query.value.content[0]["errorCode"] == "INVALID_FIELD"
     assert "No such column 'Lead_Score__c'" in query.value.content[0]["message"]
+    with pytest.raises(SalesforceMalformedRequest) as bulk_query:  # a Bulk API 2.0 query job
+        list(client.bulk2.Lead.query("SELECT Id, Lead_Score__c FROM Lead", wait=1))
+    assert bulk_query.value.content[0]["errorCode"] == "INVALID_FIELD"
     lead = client.query("SELECT Id FROM Lead LIMIT 1")["records"][0]["Id"]
     [result] = write_score(client, lead)
     assert result["errors"][0]["statusCode"] == "INVALID_FIELD"

@@ -103,6 +103,7 @@ class SalesforceApi:
             {"update": self._update_record, "insert": self._create_record},
             settings.bulk_job_seconds,
             db.path.parent / BULK_JOBS_DIR if db.path else None,
+            lambda text: self.metadata.hidden_field_error(text),
         )
         self._routes: list[tuple[str, re.Pattern, Handler]] = [
             ("GET", re.compile(r"/limits"), self._limits),

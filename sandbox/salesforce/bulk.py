@@ -124,9 +124,12 @@ class BulkJobs:
         writers: dict[str, Writer],
         job_seconds: float = 0.0,
         directory: Path | None = None,
+        refuse: Callable[[str], Response | None] = lambda text: None,
     ):
-        """`directory`: where jobs keep their data (None: a temporary directory)."""
+        """`directory`: where jobs keep their data (None: a temporary directory); `refuse`:
+        the org's answer to a query the user may not run (a field it cannot read), or None."""
         self.db, self.table, self.select, self.writers = db, table, select, writers
+        self.refuse = refuse
         self.job_seconds = job_seconds  # how long each job takes, as its polls see it
         self.files = JobFiles(directory)
         self._jobs: dict[str, Job] = {}
@@ -187,6 +190,9 @@ class BulkJobs:
         settings, bad = _csv_settings(body)
         if bad:
             return bad
+        refused = self.refuse(text)
+        if refused is not None:
+            return refused
         try:
             query = soql.parse(text)
         except soql.SoqlError as error:

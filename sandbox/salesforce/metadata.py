@@ -169,6 +169,14 @@ class OrgMetadata:
         target = _from_object(tokens)
         if target in QUERYABLE and target != "CustomField":
             return self._answer(text, tokens, target, version)
+        return self.hidden_field_error(text)
+
+    def hidden_field_error(self, text: str) -> Response | None:
+        """Salesforce's refusal of a Lead query naming a field the user cannot read, or None."""
+        try:
+            tokens = soql.tokenize(text)
+        except soql.SoqlError:
+            return None
         hidden = next((token for token in tokens if self._hidden(token.text)), None)
         if hidden is None:
             return None

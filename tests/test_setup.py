@@ -234,3 +234,30 @@ def test_a_new_custom_field_is_hidden_until_a_permission_set_grants_it(
     assert field["updateable"] is False  # read, not edit
     scores = client.query_all("SELECT Lead_Score__c FROM Lead")["records"]
     assert len(scores) == 60 and {lead["Lead_Score__c"] for lead in scores} == {None}
+
+
+def test_setup_adds_the_status_options_an_existing_property_lacks(bare_crm, capsys):
+    from hubspot import HubSpot
+
+    from connectors.hubspot.properties import CUSTOM_PROPERTIES
+
+    info = bare_crm.info
+    client = HubSpot(
+        access_token=info["hubspot"]["access_token"],
+        host=info["hubspot"]["base_url"],
+        ssl_ca_cert=info["ca_cert"],
+    )
+    made_by_hand = {**CUSTOM_PROPERTIES["leadsync_status"]}
+    made_by_hand["options"] = [o for o in made_by_hand["options"] if o["value"] != "Needs review"]
+    client.crm.properties.core_api.create("contacts", property_create=made_by_hand)
+
+    assert setup("hubspot", "--dry-run") == 0
+    planned = capsys.readouterr().out
+    assert "would add option(s) Needs review to contact property leadsync_status" in planned
+    assert setup("hubspot") == 0
+    capsys.readouterr()
+    options = client.crm.properties.core_api.get_by_name("contacts", "leadsync_status").options
+    assert [o.value for o in options][-1] == "Needs review"
+    assert len(options) == len(CUSTOM_PROPERTIES["leadsync_status"]["options"])
+    assert setup("hubspot") == 0
+    assert capsys.readouterr().out == "hubspot: nothing to change\n"

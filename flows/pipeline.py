@@ -29,7 +29,7 @@ from prefect.cache_policies import NO_CACHE
 
 from connectors import Connector
 from connectors.base import WriteInterrupted, WritingStopped
-from expectations.suite import LeadContract
+from expectations.suite import FIX_COLUMN, LeadContract, Validation
 from flows.ledger import Ledger
 from flows.plan import Plan, plan_updates
 from flows.report import RunReport
@@ -42,8 +42,8 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class ChunkResult:
-    valid: pd.DataFrame
-    quarantined: pd.DataFrame
+    validation: Validation
+    leads: pd.DataFrame  # the rows scored: the valid ones and those sent to review
     scored: pd.DataFrame
     plan: Plan
     seconds: dict[str, float]  # validate, score, plan
@@ -55,17 +55,26 @@ def score_chunk(
 ) -> ChunkResult:
     started = time.perf_counter()
     validation = contract.validate(chunk)
-    valid = validation.valid
+    leads, problems = to_score(validation)
     validated = time.perf_counter()
-    scored = score(valid, rules, as_of)
+    scored = score(leads, rules, as_of, problems)
     scored_at = time.perf_counter()
-    plan = plan_updates(valid, scored)
+    plan = plan_updates(leads, scored)
     seconds = {
         "validate": validated - started,
         "score": scored_at - validated,
         "plan": time.perf_counter() - scored_at,
     }
-    return ChunkResult(valid, validation.quarantined, scored, plan, seconds)
+    return ChunkResult(validation, leads, scored, plan, seconds)
+
+
+def to_score(validation: Validation) -> tuple[pd.DataFrame, pd.Series]:
+    """The rows to score, valid and sent to review alike, with each one's fix reason (missing
+    for the valid rows); quarantined rows are neither scored nor written."""
+    review = validation.review
+    leads = pd.concat([validation.valid, review.drop(columns=FIX_COLUMN)]).sort_index()
+    problems = review[FIX_COLUMN].reindex(leads.index)
+    return leads, problems
 
 
 @task(name="write-updates", cache_policy=NO_CACHE, task_run_name="write-{label}")
@@ -217,8 +226,8 @@ class Pipeline:
         result = score_chunk.submit(chunk, self.rules, self.contract, self.as_of, label).result()
         for stage, seconds in result.seconds.items():
             report.add_seconds(stage, seconds)
-        report.add_validation(result.valid, result.quarantined)
-        report.add_plan(result.valid, result.scored, result.plan)
+        report.add_validation(result.validation)
+        report.add_plan(result.leads, result.scored, result.plan)
         if self.dry_run:
             return None
         updates = result.plan.updates
@@ -227,7 +236,7 @@ class Pipeline:
         )
         if updates.empty:
             return None
-        read = result.valid[result.valid["crm_id"].isin(updates["crm_id"])]
+        read = result.leads[result.leads["crm_id"].isin(updates["crm_id"])]
         return Pending(updates, read.assign(read_at=read_at), result.plan.changes)
 
     def _start_write(

@@ -1,5 +1,6 @@
 """What a run did, as on-call and RevOps read it afterwards: counts, transitions with examples,
-score bands, quarantined and failed samples, busy seconds per stage and API usage."""
+score bands, samples of the leads sent to review or quarantined and of those the CRM refused,
+busy seconds per stage and API usage."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from connectors.base import ApiUsage
-from expectations.suite import REASON_COLUMN
+from expectations.suite import FIX_COLUMN, REASON_COLUMN, Validation
 from flows.plan import Plan
 
 QUARANTINE_SAMPLE = 200
@@ -16,13 +17,16 @@ EXAMPLES_PER_TRANSITION = 3
 SCORE_BANDS = [-1, 19, 39, 59, 79, 100]
 SCORE_LABELS = ["0-19", "20-39", "40-59", "60-79", "80-100"]
 STAGES = ("read", "validate", "score", "plan", "write")
+SENT_TO_REVIEW = "Needs review in the CRM"
+QUARANTINED = "quarantined, not written"
 
 
 @dataclass
 class RunReport:
     read: int = 0
     valid: int = 0
-    quarantined: int = 0
+    sent_to_review: int = 0  # bad data a person can fix: scored, written with the fix reason
+    quarantined: int = 0  # bad data leadsync cannot address: not scored, not written
     scored: int = 0
     changed: int = 0
     written: int = 0
@@ -32,7 +36,7 @@ class RunReport:
         default_factory=lambda: pd.DataFrame(columns=["from", "to", "leads"])
     )
     examples: list[dict] = field(default_factory=list)
-    quarantine: list[dict] = field(default_factory=list)
+    quarantine: list[dict] = field(default_factory=list)  # crm_id, outcome, reason
     failures: list[dict] = field(default_factory=list)
     scores: pd.Series = field(default_factory=lambda: pd.Series(0, index=SCORE_LABELS))
     seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
@@ -43,16 +47,26 @@ class RunReport:
     def add_seconds(self, stage: str, seconds: float) -> None:
         self.seconds[stage] += seconds
 
-    def add_validation(self, valid: pd.DataFrame, quarantined: pd.DataFrame) -> None:
-        self.valid += len(valid)
-        self.quarantined += len(quarantined)
+    def add_validation(self, validation: Validation) -> None:
+        self.valid += len(validation.valid)
+        self.sent_to_review += len(validation.review)
+        self.quarantined += len(validation.quarantined)
+        for rows, reason, outcome in (
+            (validation.review, FIX_COLUMN, SENT_TO_REVIEW),
+            (validation.quarantined, REASON_COLUMN, QUARANTINED),
+        ):
+            self._sample_bad_data(rows, reason, outcome)
+
+    def _sample_bad_data(self, rows: pd.DataFrame, reason: str, outcome: str) -> None:
         room = QUARANTINE_SAMPLE - len(self.quarantine)
-        if room > 0 and not quarantined.empty:
-            # The id and the reason only: artifacts live in Prefect's database, so they link to
-            # the record in the CRM instead of copying its personal fields.
-            sample = quarantined[["crm_id", REASON_COLUMN]].head(room)
-            sample = sample.rename(columns={REASON_COLUMN: "reason"})
-            self.quarantine += sample.astype(object).where(sample.notna(), None).to_dict("records")
+        if room <= 0 or rows.empty:
+            return
+        # The id and the reason only: artifacts live in Prefect's database, so they link to
+        # the record in the CRM instead of copying its personal fields.
+        sample = pd.DataFrame(
+            {"crm_id": rows["crm_id"], "outcome": outcome, "reason": rows[reason]}
+        ).head(room)
+        self.quarantine += sample.astype(object).where(sample.notna(), None).to_dict("records")
 
     def add_written(self, written: int, failed: pd.DataFrame) -> None:
         """A batch's outcome: `failed` has crm_id and error of each record refused."""

@@ -49,7 +49,7 @@ def review_criteria(
     candidate_rules = load_rules(candidate_rules_path) if candidate_rules_path else None
     connector = checked_connector(source, credentials_block)
     logger = get_run_logger()
-    contract, settings = LeadContract(now=pd.Timestamp(as_of)), JobSettings()
+    contract, settings = LeadContract(rules.data_quality, now=pd.Timestamp(as_of)), JobSettings()
     read = valid = 0
     scored_parts = []
     for chunk, _ in chunks_of(

@@ -113,7 +113,7 @@ def build_pipeline(
     check_lease: Callable[[], None],
 ) -> Pipeline:
     rules = load_rules(rules_path or DEFAULT_RULES_PATH)
-    contract = LeadContract(now=pd.Timestamp(as_of))
+    contract = LeadContract(rules.data_quality, now=pd.Timestamp(as_of))
     return Pipeline(
         connector, ledger, rules, contract, as_of, run_id(), dry_run, check_lease=check_lease
     )
@@ -138,8 +138,8 @@ def finish(
             data=report,
         )
     return Completed(
-        message=f"{report.written} written, {report.changed} changed, "
-        f"{report.quarantined} quarantined",
+        message=f"{report.written} written, {report.changed} changed, {report.sent_to_review} "
+        f"sent to review for bad data, {report.quarantined} quarantined",
         data=report,
     )
 

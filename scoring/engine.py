@@ -14,7 +14,7 @@ import pandas as pd
 
 from expectations.frame import QUALIFICATION_STATUSES, conform
 from scoring.factors import Distinct, Factor, compute_factors
-from scoring.reasons import build_reasons, factor_phrase
+from scoring.reasons import build_reasons, combine_prefixes, factor_phrase
 from scoring.rules import Rules
 
 QUALIFIED, NURTURE, DISQUALIFIED, NEEDS_REVIEW = QUALIFICATION_STATUSES
@@ -43,8 +43,18 @@ class Explanation:
     points: int
 
 
-def score(leads: pd.DataFrame, rules: Rules, now: datetime | pd.Timestamp) -> pd.DataFrame:
+def score(
+    leads: pd.DataFrame,
+    rules: Rules,
+    now: datetime | pd.Timestamp,
+    problems: pd.Series | None = None,
+) -> pd.DataFrame:
     """Score every lead of a canonical frame; returns one row per lead, same index.
+
+    `problems`: per lead (same index), what the lead contract asks a person to fix ("Fix the
+    record: ..."), missing where nothing; scoring reads this verdict and never re-checks. A lead
+    with a problem earns the bad-data points, goes to Needs review, and its reason begins with
+    the fix.
 
     Columns: `score` (0-100), the group sub-scores `fit`, `intent`, `engagement`, `negative`,
     the new `status`, the `reason` text, `qualified_at` (now when the status changes, else as
@@ -52,11 +62,13 @@ def score(leads: pd.DataFrame, rules: Rules, now: datetime | pd.Timestamp) -> pd
     """
     now = _utc(now)
     leads = conform(leads)
-    factors = compute_factors(leads, rules, now)
+    problems = _problems(problems, leads.index)
+    factors = compute_factors(leads, rules, now, problems.notna().to_numpy(bool))
     subscores = {group: _group_sum(factors, group) for group in GROUPS}
     total = np.clip(sum(subscores.values()), 0, 100)
     previous = leads["status"]
-    human_owned, prefix, prefix_texts = _human_ownership(leads, rules)
+    human_owned, human_prefix, human_texts = _human_ownership(leads, rules)
+    prefix, prefix_texts = combine_prefixes(human_prefix, human_texts, problems)
     status = _new_status(total, subscores["fit"], factors, previous, rules)
     status = status.where(~human_owned, previous)
     changed = (status != previous).fillna(True).to_numpy(bool) & ~human_owned
@@ -75,11 +87,15 @@ def score(leads: pd.DataFrame, rules: Rules, now: datetime | pd.Timestamp) -> pd
 
 
 def explain(
-    lead: pd.Series | dict, rules: Rules, now: datetime | pd.Timestamp
+    lead: pd.Series | dict,
+    rules: Rules,
+    now: datetime | pd.Timestamp,
+    problem: str | None = None,
 ) -> list[Explanation]:
-    """Every factor for one lead, with its points: what a rep sees when asking "why this score?"."""
+    """Every factor for one lead, with its points: what a rep sees when asking "why this score?".
+    `problem`: what the lead contract asks a person to fix in the record, if anything."""
     frame = pd.DataFrame([dict(lead)])
-    factors = compute_factors(conform(frame), rules, _utc(now))
+    factors = compute_factors(conform(frame), rules, _utc(now), np.array([problem is not None]))
     return [
         Explanation(
             factor.name,
@@ -89,6 +105,14 @@ def explain(
         )
         for factor in factors
     ]
+
+
+def _problems(problems: pd.Series | None, index: pd.Index) -> pd.Series:
+    if problems is None:
+        return pd.Series(pd.NA, index=index, dtype="str")
+    if not problems.index.equals(index):
+        raise ValueError("problems must have the leads' index")
+    return problems.astype("str")
 
 
 def _group_sum(factors: list[Factor], group: str) -> np.ndarray:

@@ -19,7 +19,6 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from expectations.frame import EMAIL_PATTERN
 from scoring.rules import Banded, EngagementSignal, Lookup, Rules, Timeline
 
 MICROS_PER_DAY = 86_400_000_000
@@ -28,15 +27,7 @@ MAX_DECAY_DAYS = 3650
 RECENCY_BUCKETS = ((7, "last 7 days"), (30, "last 30 days"), (90, "last 90 days"))
 RECENCY_OLDER = "over 90 days ago"
 RECENCY_UNKNOWN = "no engagement date"
-BAD_DATA_PROBLEMS = (
-    "invalid email",
-    "missing company",
-    "placeholder name or company",
-    "negative employee count",
-    "absurd employee count",
-    "negative revenue",
-    "absurd revenue",
-)
+BAD_DATA = "bad data"
 
 
 @dataclass(frozen=True)
@@ -56,8 +47,11 @@ class Factor:
         object.__setattr__(self, "detail", np.asarray(self.detail, dtype=np.int16))
 
 
-def compute_factors(leads: pd.DataFrame, rules: Rules, now: pd.Timestamp) -> list[Factor]:
-    """All factors, in a fixed order (which is also the tie-break order for reasons)."""
+def compute_factors(
+    leads: pd.DataFrame, rules: Rules, now: pd.Timestamp, has_problem: np.ndarray
+) -> list[Factor]:
+    """All factors, in a fixed order (which is also the tie-break order for reasons).
+    `has_problem`: the lead contract sent the lead to review (a record a person must fix)."""
     fit, intent, engagement, negative = rules.fit, rules.intent, rules.engagement, rules.negative
     distinct = Distinct(leads)
     seniority_points, seniority_detail, seniority_texts, decision_maker = _seniority(
@@ -100,7 +94,7 @@ def compute_factors(leads: pd.DataFrame, rules: Rules, now: pd.Timestamp) -> lis
             _title_matches(distinct, negative.student_or_job_seeker.title_pattern),
             negative.student_or_job_seeker.points,
         ),
-        _bad_data(leads, distinct, email, rules),
+        _flag("bad_data", BAD_DATA, has_problem, negative.bad_data.points),
     ]
     return factors
 
@@ -219,31 +213,6 @@ def _flag(name: str, text: str, fired: np.ndarray | pd.Series, points: int) -> F
     )
 
 
-def _bad_data(leads: pd.DataFrame, distinct: Distinct, email: _Emails, rules: Rules) -> Factor:
-    rule = rules.negative.bad_data
-    placeholders = set(_lowered(rule.placeholder_values))
-    employees = leads["employees"].to_numpy(dtype=np.float64, na_value=np.nan)
-    revenue = leads["annual_revenue"].to_numpy(dtype=np.float64, na_value=np.nan)
-    problems = [
-        email.malformed(),
-        distinct.map("company", lambda company: not company.strip(), True),
-        np.logical_or.reduce(
-            [
-                distinct.map(column, lambda value: value.strip().lower() in placeholders, False)
-                for column in ("first_name", "last_name", "company")
-            ]
-        ),
-        employees < 0,
-        employees > rule.max_employees,
-        revenue < 0,
-        revenue > rule.max_annual_revenue,
-    ]
-    fired = np.logical_or.reduce(problems)
-    detail = np.select(problems, np.arange(len(problems)), default=0)
-    texts = tuple(f"bad data: {problem}" for problem in BAD_DATA_PROBLEMS)
-    return Factor("bad_data", "negative", np.where(fired, rule.points, 0), detail, texts, fired)
-
-
 def _is_competitor(email: _Emails, distinct: Distinct, rules: Rules) -> np.ndarray:
     rule = rules.negative.competitor
     names = set(_lowered(rule.companies))
@@ -278,12 +247,8 @@ class _Emails:
     would not help, and a Python call per email would dominate scoring time."""
 
     def __init__(self, email: pd.Series):
-        self._raw = pa.array(email, type=pa.large_string(), from_pandas=True)
-        self._lowered = pc.ascii_lower(self._raw)
-
-    def malformed(self) -> np.ndarray:
-        valid = pc.match_substring_regex(self._raw, EMAIL_PATTERN)
-        return _to_bool(pc.invert(pc.fill_null(valid, True)))
+        raw = pa.array(email, type=pa.large_string(), from_pandas=True)
+        self._lowered = pc.ascii_lower(raw)
 
     def domain_in(self, domains: list[str]) -> np.ndarray:
         pattern = "@(" + "|".join(re.escape(domain) for domain in _lowered(domains)) + ")$"

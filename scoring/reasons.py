@@ -61,6 +61,23 @@ def build_reasons(
     return _categorical(codes, texts)
 
 
+def combine_prefixes(
+    first: np.ndarray, first_texts: tuple[str, ...], second: pd.Series
+) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Prefix codes and texts for `first_texts[first]` followed by `second` (a text per lead,
+    missing for none): one text per distinct pair in the chunk, not one per lead."""
+    second_codes, second_texts = pd.factorize(second)
+    pair = first.astype(np.int64) * (len(second_texts) + 1) + second_codes + 1
+    codes, pairs = pd.factorize(pair)
+    firsts, seconds = np.divmod(pairs, len(second_texts) + 1)
+    seconds_texts = ("",) + tuple(second_texts)
+    texts = tuple(
+        SEPARATOR.join(text for text in (first_texts[f], seconds_texts[s]) if text)
+        for f, s in zip(firsts.tolist(), seconds.tolist(), strict=True)
+    )
+    return codes, texts
+
+
 def top_factor_slots(factors: list[Factor], max_factors: int) -> list[np.ndarray]:
     """Per slot, the factor index of each lead's next most important factor (see build_reasons).
 

@@ -107,7 +107,8 @@ def replay(leads: pd.DataFrame, current: Rules, candidate: Rules, now) -> Replay
 def factor_points(leads: pd.DataFrame, rules: Rules, now) -> pd.DataFrame:
     """Each rules factor's points for every lead, one column per factor (`fit: industry`), in
     the rules' order; a canonical frame in, same index out."""
-    factors = compute_factors(leads, rules, pd.Timestamp(now).tz_convert("UTC"))
+    no_problems = np.zeros(len(leads), dtype=bool)  # leads that met the lead contract
+    factors = compute_factors(leads, rules, pd.Timestamp(now).tz_convert("UTC"), no_problems)
     return pd.DataFrame(
         {f"{factor.group}: {factor.name}": factor.points for factor in factors}, index=leads.index
     )

@@ -21,6 +21,8 @@ from pydantic import (
     model_validator,
 )
 
+from expectations.quality import DataQuality
+
 DEFAULT_RULES_PATH = Path(__file__).with_name("rules.yaml")
 
 Points = Annotated[int, Field(ge=-100, le=100)]
@@ -167,10 +169,9 @@ class TitleSignal(_Model):
 
 
 class BadDataSignal(_Model):
+    """Points for a lead the data contract sent to review (rules.data_quality)."""
+
     points: Points = Field(le=0)
-    placeholder_values: list[str] = Field(min_length=1)
-    max_employees: float = Field(gt=0)
-    max_annual_revenue: float = Field(gt=0)
 
 
 class Negative(_Model):
@@ -215,6 +216,7 @@ class Rules(_Model):
     status: Status
     human_owned: HumanOwned
     reasons: Reasons
+    data_quality: DataQuality
 
 
 def load_rules(path: str | Path = DEFAULT_RULES_PATH) -> Rules:

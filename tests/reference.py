@@ -15,7 +15,6 @@ import pandas as pd
 
 from scoring.rules import Banded, Lookup, Rules
 
-EMAIL = re.compile(r"^[A-Za-z0-9._%+'-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}$")
 ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 MAX_DAYS = 3650
 
@@ -29,8 +28,9 @@ class Factor:
     fired: bool = False
 
 
-def score_row(lead: dict, rules: Rules, now: pd.Timestamp) -> dict:
-    factors = factors_for(lead, rules, now)
+def score_row(lead: dict, rules: Rules, now: pd.Timestamp, problem: str | None = None) -> dict:
+    """`problem`: what the lead contract asks a person to fix in the record, if anything."""
+    factors = factors_for(lead, rules, now, problem)
     groups = {
         g: sum(f.points for f in factors if f.group == g)
         for g in ("fit", "intent", "engagement", "negative")
@@ -48,12 +48,15 @@ def score_row(lead: dict, rules: Rules, now: pd.Timestamp) -> dict:
         prefix = "Human-locked status stands"
     else:
         prefix = None
+    if problem is not None:
+        prefix = problem if prefix is None else f"{prefix}; {problem}"
+    human_owned = crm_status in human_statuses or locked
 
-    if prefix is not None:
+    if human_owned:
         status = previous
     else:
         status = _status(total, groups["fit"], fired, previous, rules)
-    if prefix is None and status != previous:
+    if not human_owned and status != previous:
         qualified_at = now
     else:
         qualified_at = lead.get("qualified_at")
@@ -64,11 +67,13 @@ def score_row(lead: dict, rules: Rules, now: pd.Timestamp) -> dict:
         "status": status,
         "reason": _reason(factors, prefix, rules.reasons.max_factors),
         "qualified_at": qualified_at,
-        "human_owned": prefix is not None,
+        "human_owned": human_owned,
     }
 
 
-def factors_for(lead: dict, rules: Rules, now: pd.Timestamp) -> list[Factor]:
+def factors_for(
+    lead: dict, rules: Rules, now: pd.Timestamp, problem: str | None = None
+) -> list[Factor]:
     fit, intent, negative = rules.fit, rules.intent, rules.negative
     title = _text(lead.get("title"))
     level = None
@@ -149,7 +154,9 @@ def factors_for(lead: dict, rules: Rules, now: pd.Timestamp) -> list[Factor]:
             student,
         )
     )
-    factors.append(_bad_data(lead, email, company, rules))
+    bad = problem is not None
+    points = negative.bad_data.points if bad else 0
+    factors.append(Factor("bad_data", "negative", "bad data", points, bad))
     return factors
 
 
@@ -216,36 +223,6 @@ def _engagement(column: str, value, age: int | None, rules: Rules) -> Factor:
     label = signal.label_one if shown == 1 else signal.label
     plus = "+" if shown == cap else ""
     return Factor(column, "engagement", f"{shown}{plus} {label} ({bucket})", points)
-
-
-def _bad_data(lead: dict, email: str | None, company: str | None, rules: Rules) -> Factor:
-    rule = rules.negative.bad_data
-    placeholders = [p.strip().lower() for p in rule.placeholder_values]
-    employees = _number(lead.get("employees"))
-    revenue = _number(lead.get("annual_revenue"))
-
-    def placeholder(value) -> bool:
-        value = _text(value)
-        return value is not None and value.strip().lower() in placeholders
-
-    checks = [
-        ("invalid email", email is not None and not EMAIL.fullmatch(email)),
-        ("missing company", company is None or company.strip() == ""),
-        (
-            "placeholder name or company",
-            placeholder(lead.get("first_name"))
-            or placeholder(lead.get("last_name"))
-            or placeholder(company),
-        ),
-        ("negative employee count", employees is not None and employees < 0),
-        ("absurd employee count", employees is not None and employees > rule.max_employees),
-        ("negative revenue", revenue is not None and revenue < 0),
-        ("absurd revenue", revenue is not None and revenue > rule.max_annual_revenue),
-    ]
-    for problem, failed in checks:
-        if failed:
-            return Factor("bad_data", "negative", f"bad data: {problem}", rule.points, True)
-    return Factor("bad_data", "negative", "bad data: invalid email", 0, False)
 
 
 def _status(total: int, fit: int, fired: dict, previous: str | None, rules: Rules) -> str:

@@ -15,6 +15,7 @@ def test_demo_syncs_both_crms_then_requalifies_later(tmp_path, monkeypatch, caps
     ):
         line = next(line for line in out.splitlines() if line.startswith(run))
         assert "Completed" in line, line
+    assert "sent to review" in out.splitlines()[2] and "quarantined" in out.splitlines()[2]
     review = out.split("Criteria review")[1]
     assert "salesforce: " in review and "hubspot: " in review and "90-100" in review
     moves = out.split("Status moves in the requalification pass")[1]

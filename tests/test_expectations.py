@@ -1,20 +1,26 @@
-"""The lead contract quarantines each kind of bad row with its reason and passes every good one."""
+"""The lead contract sends each record a person can fix to review with what to fix, quarantines
+only what leadsync cannot address, and passes every good row."""
 
 from __future__ import annotations
 
 import pandas as pd
 import pytest
 
-from expectations.suite import REASON_COLUMN, ContractSettings, LeadContract
+from expectations.frame import conform
+from expectations.suite import FIX_COLUMN, REASON_COLUMN, LeadContract
 from sandbox.seed import LeadMix, generate_leads
+from scoring import load_rules
 
 NOW = pd.Timestamp("2026-11-24T10:15:00Z")
 CLEAN = LeadMix(bad=0.0)
+QUALITY = load_rules().data_quality
+ROW = 3
+NEVER_CHANGED = ["crm_id", "modified_at", "status", "score", "reason", "qualified_at"]
 
 
 @pytest.fixture(scope="module")
 def contract() -> LeadContract:
-    return LeadContract(now=NOW)
+    return LeadContract(QUALITY, now=NOW)
 
 
 @pytest.fixture
@@ -22,80 +28,140 @@ def good() -> pd.DataFrame:
     return generate_leads(200, seed=11, now=NOW, mix=CLEAN)
 
 
+def spoiled(good: pd.DataFrame, **values) -> pd.DataFrame:
+    bad = good.copy()
+    for column, value in values.items():
+        bad[column] = bad[column].astype(object)
+        bad.at[bad.index[ROW], column] = value
+    return bad
+
+
 def test_every_good_row_passes(contract, good):
     result = contract.validate(good)
-    assert result.quarantined.empty
+    assert result.quarantined.empty and result.review.empty
     assert result.valid["crm_id"].tolist() == good["crm_id"].tolist()
 
 
 @pytest.mark.parametrize(
-    ("column", "value", "reason"),
+    ("column", "value", "reason", "masked"),
     [
-        ("crm_id", None, "missing CRM id"),
-        ("email", "ana at acme.com", "email is not a valid address"),
-        ("employees", -5, "employees -5 outside 0..5,000,000"),
+        ("email", "ana at acme.com", "email is not a valid address", True),
+        ("company", None, "company is missing", True),
+        ("company", "   ", "company is missing", True),
+        ("first_name", " TEST ", "first name is a placeholder", False),
+        ("last_name", "n/a", "last name is a placeholder", False),
+        ("company", "Asdf", "company is a placeholder", True),
+        ("employees", -40, "employees -40 is not a company size", True),
+        ("employees", 6e6, "employees 6,000,000 is over 5,000,000", True),
+        ("annual_revenue", -1, "annual revenue -1 is negative", True),
         (
             "annual_revenue",
-            1e15,
-            "annual revenue 1,000,000,000,000,000 outside 0..1,000,000,000,000",
+            9e16,
+            "annual revenue 90,000,000,000,000,000 is not plausible (over 1,000,000,000,000)",
+            True,
         ),
-        ("company", "x" * 256, "company longer than 255 characters"),
-        ("title", "Chief " * 30, "title longer than 128 characters"),
         (
-            "modified_at",
+            "last_engaged_at",
             NOW + pd.Timedelta(days=2),
-            "modified at 2026-11-26T10:15:00+00:00 is in the future",
+            "last engaged at 2026-11-26T10:15:00+00:00 is in the future",
+            True,
+        ),
+        (
+            "qualified_at",
+            NOW + pd.Timedelta(days=2),
+            "qualified at 2026-11-26T10:15:00+00:00 is in the future",
+            False,
         ),
         (
             "status",
             "Hot",
             "qualification status 'Hot' is not one of Qualified, Nurture, Disqualified, "
             "Needs review",
+            False,
         ),
     ],
 )
-def test_each_kind_of_bad_row_is_quarantined_with_its_reason(contract, good, column, value, reason):
-    bad = good.copy()
-    bad[column] = bad[column].astype(object)
-    bad.at[bad.index[3], column] = value
-    result = contract.validate(bad)
-    assert len(result.quarantined) == 1
+def test_each_fixable_problem_goes_to_review_with_its_fix(
+    contract, good, column, value, reason, masked
+):
+    result = contract.validate(spoiled(good, **{column: value}))
+    assert result.quarantined.empty
+    assert result.review.index.tolist() == [ROW]
+    assert result.review[FIX_COLUMN].iloc[0] == f"Fix the record: {reason}"
+    assert result.valid.index.tolist() == [row for row in range(len(good)) if row != ROW]
+    assert pd.isna(result.review.at[ROW, column]) == masked
+    kept = [name for name in NEVER_CHANGED if name != column]
+    pd.testing.assert_frame_equal(result.review[kept], conform(good).loc[[ROW], kept])
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "reason"),
+    [
+        ("crm_id", None, "missing CRM id"),
+        ("employees", "fifty", "employees 'fifty' is not a number"),
+        ("last_engaged_at", "last Tuesday", "last engaged at 'last Tuesday' is not a date"),
+        (
+            "modified_at",
+            NOW + pd.Timedelta(days=2),
+            "modified at 2026-11-26T10:15:00+00:00 is in the future",
+        ),
+    ],
+)
+def test_what_leadsync_cannot_address_is_quarantined(contract, good, column, value, reason):
+    result = contract.validate(spoiled(good, **{column: value}))
+    assert result.review.empty
+    assert result.quarantined.index.tolist() == [ROW]
     assert result.quarantined[REASON_COLUMN].iloc[0] == reason
-    assert result.quarantined.index.tolist() == [3]
-    assert result.valid.index.tolist() == [row for row in range(len(good)) if row != 3]
+
+
+def test_a_long_hubspot_company_is_valid(contract, good):
+    result = contract.validate(spoiled(good, company="Acme " * 60, title="Chief " * 30))
+    assert result.review.empty and result.quarantined.empty
 
 
 def test_a_row_with_several_problems_gets_one_reason_naming_them_all(contract, good):
-    bad = good.head(5).copy()
-    bad.loc[bad.index[0], ["email", "employees"]] = ["nope", -1]
-    result = contract.validate(bad)
-    assert result.quarantined[REASON_COLUMN].tolist() == [
-        "email is not a valid address; employees -1 outside 0..5,000,000"
+    result = contract.validate(spoiled(good, email="nope", employees=-1, company="test"))
+    assert result.review[FIX_COLUMN].tolist() == [
+        "Fix the record: email is not a valid address; company is a placeholder; "
+        "employees -1 is not a company size"
     ]
 
 
-def test_value_sets_apply_only_where_mapped(good):
-    strict = LeadContract(ContractSettings(countries=frozenset({"US", "GB"})), now=NOW)
+def test_a_quarantined_row_names_what_to_fix_too(contract, good):
+    result = contract.validate(spoiled(good, crm_id=None, employees=-1))
+    assert result.quarantined[REASON_COLUMN].tolist() == [
+        "missing CRM id; employees -1 is not a company size"
+    ]
+
+
+def test_value_sets_apply_only_where_given(good):
+    strict = LeadContract(QUALITY.model_copy(update={"countries": frozenset({"US", "GB"})}), NOW)
     result = strict.validate(good)
     assert set(result.valid["country"].dropna()) <= {"US", "GB"}
-    assert result.quarantined[REASON_COLUMN].str.startswith("unknown country").all()
-    assert len(result.valid) + len(result.quarantined) == len(good)
+    assert result.review[FIX_COLUMN].str.startswith("Fix the record: unknown country").all()
+    assert result.review["country"].isna().all()
+    assert len(result.valid) + len(result.review) == len(good)
 
 
-def test_generated_bad_rows_are_quarantined(contract):
+def test_generated_bad_rows_go_to_review_not_quarantine(contract):
     leads = generate_leads(3000, seed=5, now=NOW, mix=LeadMix(bad=0.2))
     result = contract.validate(leads)
-    reasons = result.quarantined[REASON_COLUMN]
-    for fragment in ("employees", "annual revenue"):
+    assert result.quarantined.empty
+    reasons = result.review[FIX_COLUMN]
+    for fragment in ("employees", "annual revenue", "is a placeholder"):
         assert reasons.str.contains(fragment).any(), fragment
-    # The seed holds only what the CRMs can hold: no malformed email, no over-long company.
-    for fragment in ("is not a valid address", "company longer"):
-        assert not reasons.str.contains(fragment).any(), fragment
-    # Placeholders pass the contract: scoring sends them to Needs review with what to fix.
-    assert result.valid["company"].isin(["N/A", "test", "asdf"]).any()
-    assert len(result.valid) + len(result.quarantined) == len(leads)
+    # The seed holds only what the CRMs can hold: no malformed email.
+    assert not reasons.str.contains("is not a valid address").any()
+    assert len(result.valid) + len(result.review) == len(leads)
+
+
+def test_the_contract_survives_pickling(contract, good):
+    import pickle
+
+    copy = pickle.loads(pickle.dumps(contract))
+    assert copy.validate(spoiled(good, employees=-3)).review.index.tolist() == [ROW]
 
 
 def test_empty_chunk(contract):
     result = contract.validate(generate_leads(0, now=NOW))
-    assert result.valid.empty and result.quarantined.empty
+    assert result.valid.empty and result.review.empty and result.quarantined.empty

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import math
 import re
 from pathlib import Path
@@ -24,7 +25,7 @@ from flows.backfill import backfill_leads, progress_key
 from flows.jobs import requalify_leads, sync_leads
 from flows.rollback import rollback_run
 from flows.ledger import Ledger
-from flows.pipeline import write_updates
+from flows.pipeline import to_score, write_updates
 from flows.review import review_criteria
 from flows.settings import JobSettings, task_runner
 from sandbox.http import FaultPlan
@@ -86,15 +87,18 @@ def test_sync_writes_what_scoring_says_and_a_rerun_writes_nothing(crm, source, a
     first = sync_leads(source=source, as_of=as_of, return_state=True)
     assert first.is_completed(), first.message
 
-    valid = LeadContract(now=as_of).validate(before.reset_index()).valid
-    expected = score(valid, load_rules(), as_of).set_index(valid["crm_id"]).sort_index()
+    rules = load_rules()
+    validation = LeadContract(rules.data_quality, now=as_of).validate(before.reset_index())
+    leads, problems = to_score(validation)  # valid, and sent to review for bad data
+    expected = score(leads, rules, as_of, problems).set_index(leads["crm_id"]).sort_index()
     after = crm_state(source).loc[expected.index]
     assert after["score"].tolist() == expected["score"].astype(float).tolist()
     assert after["reason"].tolist() == expected["reason"].astype(str).tolist()
     assert after["status"].fillna("").tolist() == expected["status"].fillna("").tolist()
-    assert report_of(first).written == len(valid)  # nothing was scored before
+    assert report_of(first).written == len(leads)  # nothing was scored before
+    assert report_of(first).sent_to_review == len(validation.review) > 0
 
-    quarantined = before.index.difference(valid["crm_id"])
+    quarantined = before.index.difference(leads["crm_id"])
     pd.testing.assert_frame_equal(  # never written
         crm_state(source).loc[quarantined, WRITTEN], before.loc[quarantined, WRITTEN]
     )
@@ -132,6 +136,43 @@ def test_a_reps_status_survives_and_an_edit_mid_run_is_not_overwritten(crm, as_o
     skipped = write_updates.fn(connector, updates, read, "test", True, batches.append)
     assert batches == [] and skipped["crm_id"].tolist() == [other]
     assert crm_state("salesforce").loc[other, "score"] == 3
+
+
+def test_a_record_to_fix_goes_to_needs_review_in_the_crm_with_what_to_fix(crm, as_of):
+    crm(leads=20)
+    client = connector_for("salesforce").client
+    absurd, owned = crm_state("salesforce").index[:2]
+    client.Lead.update(absurd, {"NumberOfEmployees": -40, "AnnualRevenue": 9e16})
+    client.Lead.update(
+        owned,
+        {
+            "NumberOfEmployees": -5,
+            "Status": "Working - Contacted",
+            "Qualification_Status__c": "Nurture",
+        },
+    )
+    state = sync_leads(source="salesforce", as_of=as_of, return_state=True)
+    assert state.is_completed(), state.message
+    assert report_of(state).sent_to_review >= 2
+    after = crm_state("salesforce")
+    assert after.loc[absurd, "status"] == "Needs review"
+    assert after.loc[absurd, "reason"].startswith(
+        "Fix the record: employees -40 is not a company size; annual revenue "
+        "90,000,000,000,000,000 is not plausible (over 1,000,000,000,000); bad data (-20)"
+    )
+    assert after.loc[owned, "status"] == "Nurture"
+    assert after.loc[owned, "reason"].startswith(
+        "Human status stands: Working - Contacted; Fix the record: employees -5 is not a "
+        "company size"
+    )
+    audit = Ledger().audit.writes_of_run(str(state.state_details.flow_run_id))
+    for lead in (absurd, owned):
+        reasons = audit[(audit["crm_id"] == lead) & (audit["field"] == "reason")]
+        assert reasons["new"].tolist() == [after.loc[lead, "reason"]]
+    rows = json.loads(Artifact.get("salesforce-sync-quarantine").data)
+    assert {"crm_id": absurd, "outcome": "Needs review in the CRM"}.items() <= next(
+        row for row in rows if row["crm_id"] == absurd
+    ).items()
 
 
 @pytest.mark.parametrize("source", SOURCES)
@@ -245,8 +286,9 @@ def test_the_ui_retry_of_a_stopped_backfill_without_an_end_resumes_where_it_stop
     leads = crm_state("salesforce")
     left = (before["modified_at"] >= kept.done).sum()
     assert report_of(second).read == left < len(leads)  # only what was left
-    valid = LeadContract(now=pd.Timestamp.now(tz="UTC")).validate(leads.reset_index()).valid
-    assert leads.loc[valid["crm_id"], "score"].notna().all()
+    contract = LeadContract(load_rules().data_quality, now=pd.Timestamp.now(tz="UTC"))
+    scored, _ = to_score(contract.validate(leads.reset_index()))
+    assert leads.loc[scored["crm_id"], "score"].notna().all()
     assert Ledger().progress(progress_key("salesforce", parameters["start"], None, 5)) is None
 
 
@@ -387,7 +429,7 @@ def test_owed_leads_that_were_deleted_or_quarantined_are_settled(crm, as_of):
     leads = crm_state("salesforce")
     quarantined_id = leads.index[0]
     client = connector_for("salesforce").client
-    client.Lead.update(quarantined_id, {"NumberOfEmployees": -5})  # breaks the lead contract
+    client.Lead.update(quarantined_id, {"Title": "Analyst"})  # modified after the run's time
     deleted_id = leads.index[1]
     Ledger().owe(
         "salesforce",
@@ -395,7 +437,9 @@ def test_owed_leads_that_were_deleted_or_quarantined_are_settled(crm, as_of):
         "earlier-run",
     )
     client.Lead.delete(deleted_id)
-    assert sync_leads(source="salesforce", as_of=as_of, return_state=True).is_completed()
+    earlier = as_of - pd.Timedelta(minutes=10)  # the edit's stamp is in this run's future
+    run = sync_leads(source="salesforce", as_of=earlier, return_state=True)
+    assert run.is_completed() and report_of(run).quarantined >= 1
     assert Ledger().owed("salesforce") == []
     assert sandbox.salesforce.lead_count() == 300
 
@@ -462,12 +506,12 @@ def test_review_reports_conversion_replays_candidate_rules_and_writes_nothing(
     assert Ledger().audit.writes_of_run(str(state.state_details.flow_run_id)).empty
 
     markdown = Artifact.get(f"{source}-criteria-review").data
-    scored = before[before["score"].notna()]
+    valid = LeadContract(load_rules().data_quality, now=as_of).validate(before.reset_index()).valid
+    valid = valid[valid["score"].notna()]
+    scored = before.loc[valid["crm_id"]]  # it reviews the scored leads that meet the contract
     converted = int(scored["converted"].sum())
     assert 0 < converted < len(scored)  # the connector reads each CRM's outcome
     assert f"**{len(scored):,} leads** the job scored, **{converted:,} converted**" in markdown
-    valid = LeadContract(now=as_of).validate(before.reset_index()).valid
-    valid = valid[valid["score"].notna()]
     proposed = score(valid, load_rules(candidate_path), as_of)["status"]
     today = score(valid, load_rules(), as_of)["status"]
     expected = int((proposed.fillna("-") != today.fillna("-")).sum())

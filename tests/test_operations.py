@@ -33,6 +33,8 @@ from prefect.states import Crashed, Scheduled
 from connectors import SOURCES, connector_for
 from connectors.credentials import HubSpotCredentials, SalesforceCredentials
 from expectations.suite import LeadContract
+from flows.pipeline import to_score
+from scoring import load_rules
 from flows.ledger import Ledger
 from sandbox.run import Sandbox, SandboxConfig
 from tests.stack import (
@@ -176,8 +178,8 @@ def test_two_workers_sync_both_crms_at_once_with_the_ledger_on_postgres(stack, s
         leads = pd.concat(connector_for(source, f"sandbox-{source}").read_all())
         scored = leads[leads["score"].notna()].set_index("crm_id")["score"]
         written = ledger.audit.writes_of_run(str(flow_run.id)).query("field == 'score'")
-        valid = valid_of(leads)
-        assert len(scored) == len(valid) < LEADS  # every valid lead scored, no quarantined one
+        to_write = scored_of(leads)
+        assert len(scored) == len(to_write)  # every lead scored but the quarantined
         assert (
             written.set_index("crm_id")["new"]
             .astype(float)
@@ -194,8 +196,10 @@ def pending_since(flow_run_id: UUID) -> datetime:
     return next(state.timestamp for state in states if state.is_pending())
 
 
-def valid_of(leads: pd.DataFrame) -> pd.DataFrame:
-    return LeadContract(now=pd.Timestamp.now(tz="UTC")).validate(leads).valid
+def scored_of(leads: pd.DataFrame) -> pd.DataFrame:
+    """The leads the job scores: the valid ones and those sent to review for bad data."""
+    contract = LeadContract(load_rules().data_quality, now=pd.Timestamp.now(tz="UTC"))
+    return to_score(contract.validate(leads))[0]
 
 
 def artifacts_of(flow_run_id: UUID) -> dict[str, UUID]:
@@ -264,7 +268,7 @@ def test_the_flow_run_page_shows_on_call_the_run_and_its_artifacts(stack, synced
     flow_run = synced["hubspot"]
     keys = artifacts_of(flow_run.id)
     leads = pd.concat(connector_for("hubspot", "sandbox-hubspot").read_all())
-    quarantined = leads["crm_id"][~leads["crm_id"].isin(valid_of(leads)["crm_id"])]
+    quarantined = leads["crm_id"][~leads["crm_id"].isin(scored_of(leads)["crm_id"])]
     ui = stack.server.ui_url
     with chromium(ui_login) as browser:
         page = open_page(browser, f"{ui}/runs/flow-run/{flow_run.id}", flow_run.name, "run.png")
@@ -293,8 +297,8 @@ def test_the_flow_run_page_shows_on_call_the_run_and_its_artifacts(stack, synced
             browser, f"{ui}/artifacts/artifact/{keys['hubspot-sync-quarantine']}", "reason",
             "quarantine.png",
         ).inner_text("body")  # fmt: skip
-        assert "crm_id\treason\trecord" in quarantine  # the reason and the link beside the id
-        assert quarantined.iloc[0] in quarantine
+        assert "crm_id\toutcome\treason\trecord" in quarantine  # the reason and the link
+        assert "Needs review in the CRM" in quarantine
 
 
 def test_a_refused_token_fails_with_its_reason_in_the_ui_and_tells_on_call(

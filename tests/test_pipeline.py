@@ -7,7 +7,11 @@ import threading
 import pandas as pd
 import pytest
 
-from flows.pipeline import Pending, chunks_of, read_ahead
+from expectations.suite import REASON_COLUMN, LeadContract
+from flows.pipeline import Pending, chunks_of, read_ahead, score_chunk
+from flows.report import RunReport
+from sandbox.seed import LeadMix, generate_leads
+from scoring import load_rules
 
 
 def pending(ids: list[str], read_at: float = 100.0) -> Pending:
@@ -27,6 +31,33 @@ def test_pending_writes_combine_keeping_a_leads_later_plan_and_split_in_order():
     assert later.updates["crm_id"].tolist() == ["d"]
     assert later.read["crm_id"].tolist() == ["d"] and later.changes["crm_id"].tolist() == ["d"]
     assert later.read_at == 70.0  # what waits for the next chunk keeps its own read time
+
+
+def test_unaddressable_rows_are_quarantined_and_nothing_is_planned_for_them():
+    now = pd.Timestamp("2026-11-24T10:15:00Z")
+    rules = load_rules()
+    chunk = generate_leads(6, seed=3, now=now, mix=LeadMix(bad=0.0)).astype({"employees": object})
+    chunk.loc[0, "crm_id"] = None
+    chunk.loc[1, "employees"] = "fifty"
+    ordinary = {"title": "VP of Sales", "company": "Acme", "email": "ana@acme.com"}
+    chunk.loc[3, [*ordinary, "crm_status", "status_locked"]] = [*ordinary.values(), None, False]
+    chunk.loc[3, "employees"] = -40
+    result = score_chunk.fn(chunk, rules, LeadContract(rules.data_quality, now), now, "test")
+    assert result.validation.quarantined[REASON_COLUMN].tolist() == [
+        "missing CRM id",
+        "employees 'fifty' is not a number",
+    ]
+    planned = result.plan.updates.set_index("crm_id")
+    assert planned.index.tolist() == chunk["crm_id"][2:].tolist()  # every lead is new
+    assert planned.loc[chunk.at[3, "crm_id"], "status"] == "Needs review"
+    report = RunReport()
+    report.add_validation(result.validation)
+    assert (report.valid, report.sent_to_review, report.quarantined) == (3, 1, 2)
+    assert [row["outcome"] for row in report.quarantine] == [
+        "Needs review in the CRM",
+        "quarantined, not written",
+        "quarantined, not written",
+    ]
 
 
 def test_pages_combine_into_chunks_by_size_and_every_lead_arrives_once():

@@ -106,7 +106,8 @@ def test_transitions_and_unworked_qualified_leads():
 @pytest.fixture(scope="module")
 def scored_leads() -> pd.DataFrame:
     """Generated leads as the CRM holds them after the job scored them, with their outcome."""
-    leads = LeadContract(now=NOW).validate(generate_leads(20_000, seed=8, now=NOW)).valid
+    contract = LeadContract(load_rules().data_quality, now=NOW)
+    leads = contract.validate(generate_leads(20_000, seed=8, now=NOW)).valid
     written = score(leads, load_rules(), NOW)
     return leads.assign(
         score=written["score"].astype(float),

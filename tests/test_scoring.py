@@ -55,10 +55,44 @@ def test_reason_names_red_flags_first():
     assert result["reason"].startswith("student or job seeker (-40); free-mail address (-10)")
 
 
-def test_bad_data_goes_to_needs_review_not_disqualified():
-    result = scored(company="asdf", employees=-3)
+FIX = "Fix the record: employees -3 is not a company size"
+
+
+def with_problem(problem: str = FIX, **changes) -> pd.Series:
+    leads = pd.DataFrame([{**STRONG, **changes}])
+    return score(leads, RULES, NOW, pd.Series([problem], index=leads.index)).iloc[0]
+
+
+def test_a_record_to_fix_goes_to_needs_review_with_the_fix_first():
+    result = with_problem(employees=None)
     assert result["status"] == "Needs review"
-    assert "bad data: placeholder name or company (-20)" in result["reason"]
+    assert result["reason"].startswith(f"{FIX}; bad data (-20); ")
+    assert result["negative"] == RULES.negative.bad_data.points
+    assert scored(employees=None)["status"] == "Qualified"  # the verdict, not a re-check
+
+
+def test_a_human_owned_record_to_fix_keeps_its_status_and_names_both():
+    result = with_problem(status="Nurture", crm_status="Working - Contacted")
+    assert result["status"] == "Nurture"
+    assert result["reason"].startswith(f"Human status stands: Working - Contacted; {FIX}; ")
+
+
+def test_a_competitor_to_fix_stays_disqualified():
+    result = with_problem(company="RivalCRM")
+    assert result["status"] == "Disqualified"
+    assert result["reason"].startswith(f"{FIX}; competitor (-100); bad data (-20)")
+
+
+def test_a_long_fix_keeps_the_reason_within_the_crm_field():
+    fix = "Fix the record: " + "; ".join(f"unknown country 'x{n}'" for n in range(20))
+    result = with_problem(fix, crm_status="Closed - Not Converted")
+    assert len(result["reason"]) == 255
+    assert result["reason"].startswith("Human status stands: Closed - Not Converted; Fix the ")
+
+
+def test_problems_must_share_the_leads_index():
+    with pytest.raises(ValueError, match="index"):
+        score(pd.DataFrame([STRONG], index=[7]), RULES, NOW, pd.Series([FIX]))
 
 
 def test_free_mail_with_strong_fit_is_a_conflict_for_a_person():
@@ -178,6 +212,7 @@ def test_explain_lists_every_factor_and_adds_up_to_the_score():
         for e in explain({**STRONG, "email": "maria@gmail.com", "employees": 5}, RULES, NOW)
     )
     assert result["score"] == max(0, min(100, total))
+    assert explain(STRONG, RULES, NOW, FIX)[-1].text == "bad data (-20)"
 
 
 def test_naive_now_is_refused():
@@ -187,8 +222,8 @@ def test_naive_now_is_refused():
 
 def test_missing_columns_score_as_unknown():
     result = score(pd.DataFrame([{"crm_id": "L9"}]), RULES, NOW).iloc[0]
-    assert result["reason"] == "bad data: missing company (-20); no budget stated (-5)"
-    assert result["status"] == "Needs review"
+    assert result["reason"] == "no budget stated (-5)"
+    assert result["status"] == "Disqualified"
 
 
 @pytest.mark.parametrize(

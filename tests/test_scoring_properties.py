@@ -134,8 +134,22 @@ PROPERTY_SETTINGS = settings(
 )
 
 
-def reference_scores(frame: pd.DataFrame, now: pd.Timestamp = NOW) -> pd.DataFrame:
-    rows = [score_row(_as_dict(row), RULES, now) for row in frame.to_dict("records")]
+fixes = maybe(
+    st.sampled_from(
+        ["Fix the record: employees -3 is not a company size", "Fix the record: " + "x" * 250]
+    )
+    | st.text(min_size=1, max_size=30)
+)
+
+
+def reference_scores(
+    frame: pd.DataFrame, now: pd.Timestamp = NOW, problems: list[str | None] | None = None
+) -> pd.DataFrame:
+    problems = problems or [None] * len(frame)
+    rows = [
+        score_row(_as_dict(row), RULES, now, problem)
+        for row, problem in zip(frame.to_dict("records"), problems, strict=True)
+    ]
     return pd.DataFrame(rows, index=frame.index, columns=list(OUTPUT_COLUMNS))
 
 
@@ -151,10 +165,11 @@ def _as_dict(row: dict) -> dict:
 
 
 @PROPERTY_SETTINGS
-@given(frames)
-def test_vectorized_agrees_with_reference(frame):
-    fast = score(frame, RULES, NOW)
-    slow = reference_scores(frame)
+@given(frames, st.data())
+def test_vectorized_agrees_with_reference(frame, data):
+    problems = data.draw(st.lists(fixes, min_size=len(frame), max_size=len(frame)))
+    fast = score(frame, RULES, NOW, pd.Series(problems, index=frame.index, dtype="str"))
+    slow = reference_scores(frame, problems=problems)
     for column in ("score", "fit", "intent", "engagement", "negative", "human_owned"):
         assert fast[column].tolist() == slow[column].tolist(), column
     assert fast["reason"].astype(object).tolist() == slow["reason"].tolist()

@@ -25,6 +25,8 @@ from connectors.credentials import (
 )
 from connectors.salesforce import signin
 from expectations.suite import LeadContract
+from flows.pipeline import to_score
+from scoring import load_rules
 from flows.jobs import sync_leads
 from sandbox.http import FaultPlan
 from sandbox.hubspot import HubSpotSettings
@@ -112,7 +114,8 @@ def use_hubspot_oauth(crm, monkeypatch) -> None:
 
 def leads_to_write(source: str, as_of: pd.Timestamp) -> int:
     leads = pd.concat(connector_for(source).read_all())
-    return len(LeadContract(now=as_of).validate(leads).valid)
+    validation = LeadContract(load_rules().data_quality, now=as_of).validate(leads)
+    return len(to_score(validation)[0])  # valid, and sent to review for bad data
 
 
 @pytest.mark.parametrize("flow", ["jwt_bearer", "client_credentials", "refresh_token", "password"])

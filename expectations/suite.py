@@ -114,7 +114,7 @@ class LeadContract:
         review = ~quarantine & fixable.notna()
         return Validation(
             frame[~quarantine & ~review],
-            _masked(frame, masked)[review].assign(**{FIX_COLUMN: FIX_PREFIX + fixable[review]}),
+            _masked(frame[review], masked).assign(**{FIX_COLUMN: FIX_PREFIX + fixable[review]}),
             frame[quarantine].assign(
                 **{REASON_COLUMN: _joined(unaddressable, fixable)[quarantine]}
             ),
@@ -261,11 +261,11 @@ def _joined(earlier: pd.Series, later: pd.Series) -> pd.Series:
     return earlier.fillna(later).where(~both, earlier + SEPARATOR + later)
 
 
-def _masked(frame: pd.DataFrame, masked: dict[str, pd.Index]) -> pd.DataFrame:
-    """`frame` with the scoring inputs that failed set missing in the rows that failed them."""
-    out = frame.copy()
-    for column, rows in masked.items():
-        out.loc[rows, column] = pd.NA
+def _masked(rows: pd.DataFrame, masked: dict[str, pd.Index]) -> pd.DataFrame:
+    """`rows` with the scoring inputs that failed set missing where they failed."""
+    out = rows.copy()
+    for column, failed in masked.items():
+        out.loc[out.index.intersection(failed), column] = pd.NA
     return out
 
 

@@ -226,7 +226,7 @@ class Pipeline:
         result = score_chunk.submit(chunk, self.rules, self.contract, self.as_of, label).result()
         for stage, seconds in result.seconds.items():
             report.add_seconds(stage, seconds)
-        report.add_validation(result.validation)
+        report.add_validation(result.validation, result.scored["status"])
         report.add_plan(result.leads, result.scored, result.plan)
         if self.dry_run:
             return None

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from connectors.base import ApiUsage
+from expectations.frame import QUALIFICATION_STATUSES
 from expectations.suite import FIX_COLUMN, REASON_COLUMN, Validation
 from flows.plan import Plan
 
@@ -17,7 +18,9 @@ EXAMPLES_PER_TRANSITION = 3
 SCORE_BANDS = [-1, 19, 39, 59, 79, 100]
 SCORE_LABELS = ["0-19", "20-39", "40-59", "60-79", "80-100"]
 STAGES = ("read", "validate", "score", "plan", "write")
+NEEDS_REVIEW = QUALIFICATION_STATUSES[3]
 SENT_TO_REVIEW = "Needs review in the CRM"
+FIX_ASKED = "fix reason in the CRM, status "  # + the status kept or set (human-owned, competitor)
 QUARANTINED = "quarantined, not written"
 
 
@@ -47,17 +50,22 @@ class RunReport:
     def add_seconds(self, stage: str, seconds: float) -> None:
         self.seconds[stage] += seconds
 
-    def add_validation(self, validation: Validation) -> None:
+    def add_validation(self, validation: Validation, statuses: pd.Series) -> None:
+        """`statuses`: the status scoring gave each lead sent to review (same index)."""
         self.valid += len(validation.valid)
         self.sent_to_review += len(validation.review)
         self.quarantined += len(validation.quarantined)
+        review_status = statuses.reindex(validation.review.index).astype("str")
+        review_outcome = (FIX_ASKED + review_status).where(
+            review_status != NEEDS_REVIEW, SENT_TO_REVIEW
+        )
         for rows, reason, outcome in (
-            (validation.review, FIX_COLUMN, SENT_TO_REVIEW),
+            (validation.review, FIX_COLUMN, review_outcome),
             (validation.quarantined, REASON_COLUMN, QUARANTINED),
         ):
             self._sample_bad_data(rows, reason, outcome)
 
-    def _sample_bad_data(self, rows: pd.DataFrame, reason: str, outcome: str) -> None:
+    def _sample_bad_data(self, rows: pd.DataFrame, reason: str, outcome: str | pd.Series) -> None:
         room = QUARANTINE_SAMPLE - len(self.quarantine)
         if room <= 0 or rows.empty:
             return

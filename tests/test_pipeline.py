@@ -42,6 +42,7 @@ def test_unaddressable_rows_are_quarantined_and_nothing_is_planned_for_them():
     ordinary = {"title": "VP of Sales", "company": "Acme", "email": "ana@acme.com"}
     chunk.loc[3, [*ordinary, "crm_status", "status_locked"]] = [*ordinary.values(), None, False]
     chunk.loc[3, "employees"] = -40
+    chunk.loc[4, ["crm_status", "status", "employees"]] = ["Working - Contacted", "Nurture", -5]
     result = score_chunk.fn(chunk, rules, LeadContract(rules.data_quality, now), now, "test")
     assert result.validation.quarantined[REASON_COLUMN].tolist() == [
         "missing CRM id",
@@ -51,10 +52,11 @@ def test_unaddressable_rows_are_quarantined_and_nothing_is_planned_for_them():
     assert planned.index.tolist() == chunk["crm_id"][2:].tolist()  # every lead is new
     assert planned.loc[chunk.at[3, "crm_id"], "status"] == "Needs review"
     report = RunReport()
-    report.add_validation(result.validation)
-    assert (report.valid, report.sent_to_review, report.quarantined) == (3, 1, 2)
+    report.add_validation(result.validation, result.scored["status"])
+    assert (report.valid, report.sent_to_review, report.quarantined) == (2, 2, 2)
     assert [row["outcome"] for row in report.quarantine] == [
         "Needs review in the CRM",
+        "fix reason in the CRM, status Nurture",  # a person owns the status
         "quarantined, not written",
         "quarantined, not written",
     ]

@@ -49,6 +49,8 @@ COLUMNS: dict[str, str] = {
     # the outcome: the lead converted (Salesforce) or reached a converted lifecycle stage
     # (HubSpot); read for the criteria review, never written
     "converted": "boolean",
+    # when the CRM created the lead: the criteria review splits old leads from new by it
+    "created_at": TIMESTAMP,
     "modified_at": TIMESTAMP,
 }
 

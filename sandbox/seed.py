@@ -44,15 +44,20 @@ NEEDS = ["high", "medium", "low"]
 WORKED_STATUSES = ["Working - Contacted", "Closed - Not Converted"]
 CONVERTED_STATUS = "Closed - Converted"
 OPEN_STATUS = "Open - Not Contacted"
-# How the odds of converting move with each kind of lead (see _sales_outcomes).
+# How the odds of converting move with what a lead's record shows (see planted_log_odds): a fit
+# to the ideal customer and recent engagement raise them; competitors and students do not buy.
 CONVERSION_LOG_ODDS = {
-    "base": -2.2,
-    "strong_fit": 1.6,
-    "poor_fit": -1.6,
-    "hot": 1.3,
-    "cold": -1.0,
-    "noise": 0.8,
+    "base": -3.2,
+    "icp_industry": 0.8,  # industry one of ICP_INDUSTRIES
+    "senior_title": 0.6,  # one of SENIOR_TITLES
+    "company_200_plus": 0.6,  # employees
+    "company_under_50": -0.6,
+    "engagement": 0.8,  # engaged at all, halving every ENGAGEMENT_HALF_LIFE_DAYS since
+    "form_fill": 0.45,  # per form fill, up to three, halving in the same way
+    "not_a_buyer": -2.5,  # a competitor's address or a student's title
+    "noise": 0.8,  # per lead, unobserved: what no model of the record can know
 }
+ENGAGEMENT_HALF_LIFE_DAYS = 30
 COMPANY_LENGTH = 255  # Salesforce's Lead.Company; HubSpot holds longer, the seed never does
 LONG_TEXT = ("Überaus langer Firmenname mit sehr vielen Wörtern " * 8)[:COMPANY_LENGTH].strip()
 PLACEHOLDERS = ["N/A", "test", "asdf", "-", "unknown", "none", "xxx"]
@@ -161,33 +166,54 @@ def generate_leads(
         _ascii(frame["first_name"]) + "." + _ascii(frame["last_name"]) + number + "@" + domain
     )
     _add_engagement(frame, rng, hot, cold, now)
-    frame["crm_status"] = _sales_outcomes(rng, strong, poor, hot, cold, mix.human_owned)
-    frame["status"] = _status_when_sales_took_over(rng, frame["crm_status"], strong, poor)
     frame["status_locked"] = False
     frame["modified_at"] = now - pd.to_timedelta(rng.integers(0, 30 * 24 * 60, count), unit="min")
+    frame["created_at"] = frame["modified_at"] - pd.to_timedelta(
+        rng.integers(0, 365 * 86_400, count), unit="s"
+    )
     _apply_negatives(frame, rng, mix)
     _spoil(frame, rng, mix.bad)
+    frame["crm_status"] = _sales_outcomes(rng, planted_log_odds(frame, now), mix.human_owned)
+    frame["status"] = _status_when_sales_took_over(rng, frame["crm_status"], strong, poor)
     return conform(frame)
 
 
-def _sales_outcomes(
-    rng: np.random.Generator, strong, poor, hot, cold, worked_share: float
-) -> np.ndarray:
-    """The status sales gave each lead. Whether a lead converted depends on its fit and its
-    engagement as in a real funnel, with noise: the log-odds rise with a strong fit and recent
-    engagement and fall with a poor fit and cold engagement, plus a per-lead random term. Other
-    factors (need, budget, market...) play no part beyond what they share with fit. Leads that
-    did not convert were worked by sales (`worked_share` of them) or never touched."""
-    count = len(strong)
-    log_odds = (
-        CONVERSION_LOG_ODDS["base"]
-        + CONVERSION_LOG_ODDS["strong_fit"] * strong
-        + CONVERSION_LOG_ODDS["poor_fit"] * poor
-        + CONVERSION_LOG_ODDS["hot"] * hot
-        + CONVERSION_LOG_ODDS["cold"] * cold
-        + rng.normal(0, CONVERSION_LOG_ODDS["noise"], count)
+def planted_log_odds(leads: pd.DataFrame, now: pd.Timestamp) -> np.ndarray:
+    """The log-odds of converting the seed plants on each lead, from what its record shows
+    (CONVERSION_LOG_ODDS), without the per-lead noise: the best any model of the record can
+    rank leads by."""
+    terms = CONVERSION_LOG_ODDS
+    employees = leads["employees"].to_numpy(dtype=float, na_value=np.nan)
+    days = (now - leads["last_engaged_at"]).dt.total_seconds().to_numpy(
+        dtype=float, na_value=np.nan
+    ) / 86_400
+    decay = np.nan_to_num(0.5 ** (np.clip(days, 0, None) / ENGAGEMENT_HALF_LIFE_DAYS), nan=0.0)
+    forms = np.clip(leads["form_submissions"].to_numpy(dtype=float, na_value=0.0), 0, 3)
+    domain = leads["email"].str.split("@").str[-1].str.lower()
+    not_a_buyer = domain.isin([domain for _, domain in COMPETITORS]) | leads["title"].isin(
+        STUDENT_TITLES
     )
-    converted = rng.random(count) < 1 / (1 + np.exp(-log_odds))
+    return (
+        terms["base"]
+        + terms["icp_industry"] * leads["industry"].isin(ICP_INDUSTRIES).to_numpy()
+        + terms["senior_title"] * leads["title"].isin(SENIOR_TITLES).to_numpy()
+        + terms["company_200_plus"] * (employees >= 200)
+        + terms["company_under_50"] * (employees < 50)
+        + (terms["engagement"] + terms["form_fill"] * forms) * decay
+        + terms["not_a_buyer"] * not_a_buyer.to_numpy(dtype=bool, na_value=False)
+    )
+
+
+def _sales_outcomes(
+    rng: np.random.Generator, log_odds: np.ndarray, worked_share: float
+) -> np.ndarray:
+    """The status sales gave each lead. Whether a lead converted follows its planted log-odds
+    plus a per-lead random term, as in a real funnel; other factors (need, budget, market...)
+    play no part beyond what they share with fit. Leads that did not convert were worked by
+    sales (`worked_share` of them) or never touched."""
+    count = len(log_odds)
+    noisy = log_odds + rng.normal(0, CONVERSION_LOG_ODDS["noise"], count)
+    converted = rng.random(count) < 1 / (1 + np.exp(-noisy))
     worked = rng.random(count) < worked_share
     return np.where(
         converted,

@@ -578,8 +578,8 @@ def contact_rows(frame: pd.DataFrame, first_id: int) -> pd.DataFrame:
     """The canonical lead frame as stored contacts, numbered from `first_id`.
 
     Modification stamps are floored to the second and every TIE_EVERY-th contact repeats the
-    previous contact's stamp, so ties on `lastmodifieddate` always exist; `createdate` lies up to
-    a year before it.
+    previous contact's stamp, so ties on `lastmodifieddate` always exist; `createdate` is the lead's `created_at` (its
+    modification time when it has none).
     """
     count = len(frame)
     rows = pd.DataFrame(index=frame.index)
@@ -605,7 +605,8 @@ def contact_rows(frame: pd.DataFrame, first_id: int) -> pd.DataFrame:
     tied = len(modified[TIE_EVERY::TIE_EVERY])
     modified[TIE_EVERY::TIE_EVERY] = modified[TIE_EVERY - 1 :: TIE_EVERY][:tied]
     rows[MODIFIED] = modified
-    rows[CREATED] = modified - rng.integers(0, 365 * 86_400, count) * 1000
+    created = _epoch_ms(frame["created_at"].dt.floor("s")).to_numpy(dtype="float64", na_value=np.nan)
+    rows[CREATED] = np.fmin(created, modified).astype("int64")
     rows["_archived"] = 0
     return rows
 

@@ -444,7 +444,7 @@ def lead_records(frame: pd.DataFrame, first_number: int) -> pd.DataFrame:
     """The canonical lead frame as stored Lead rows, numbered from `first_number`.
 
     Modification stamps are floored to the second, so (as in real orgs) many leads share one
-    SystemModstamp; CreatedDate lies up to a year before it. Text longer than its field is cut.
+    SystemModstamp; CreatedDate is the lead's `created_at` (its modification time when it has none). Text longer than its field is cut.
     """
     count = len(frame)
     records = pd.DataFrame(index=frame.index)
@@ -460,8 +460,8 @@ def lead_records(frame: pd.DataFrame, first_number: int) -> pd.DataFrame:
     records["LastActivityDate"] = frame["last_engaged_at"].dt.strftime("%Y-%m-%d")
     modified = _epoch_ms(frame["modified_at"].dt.floor("s"))
     records["LastModifiedDate"] = records["SystemModstamp"] = modified
-    age_ms = np.random.default_rng(count).integers(0, 365 * 86_400, count) * 1000
-    records["CreatedDate"] = modified - age_ms
+    created = _epoch_ms(frame["created_at"].dt.floor("s"))
+    records["CreatedDate"] = created.where(created.notna() & (created <= modified), modified)
     records["Status"] = records["Status"].where(records["Status"].notna(), OPEN_STATUS)
     records["IsConverted"] = (records["Status"] == CONVERTED_STATUS).astype(int)
     records["IsDeleted"] = 0

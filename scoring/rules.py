@@ -7,6 +7,7 @@ path and the offending value, so RevOps can fix it without reading a traceback.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -226,18 +227,45 @@ def load_rules(path: str | Path = DEFAULT_RULES_PATH) -> Rules:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise RulesError(f"{path}: cannot read rules file: {error.strerror}") from None
+    return parse_rules(text, path)
+
+
+def parse_rules(text: str, origin: str | Path = "<rules>") -> Rules:
+    """Validate the text of a rules file; `origin` names it in a `RulesError`."""
     try:
         raw = yaml.safe_load(text)
         tree = yaml.compose(text)
     except yaml.YAMLError as error:
-        raise RulesError(f"{path}: not valid YAML: {error}") from None
+        raise RulesError(f"{origin}: not valid YAML: {error}") from None
     try:
         return Rules.model_validate(raw)
     except ValidationError as error:
-        raise RulesError(_describe(path, tree, error)) from None
+        raise RulesError(_describe(origin, tree, error)) from None
 
 
-def _describe(path: Path, tree: yaml.Node | None, error: ValidationError) -> str:
+RulesPath = tuple[str | int, ...]
+
+
+def rewrite_rules(
+    text: str, values: Mapping[RulesPath, int | float]
+) -> tuple[str, list[RulesPath]]:
+    """`text` with the number at each path (e.g. ("fit", "industry", "points", "SaaS")) set to
+    its new value and nothing else changed: comments, order, quoting and layout stay. Returns
+    the new text and the paths the text does not hold (a value left to its default)."""
+    tree = yaml.compose(text)
+    spans, absent = [], []
+    for path, value in values.items():
+        node = _node_at(tree, list(path))
+        if isinstance(node, yaml.ScalarNode):
+            spans.append((node.start_mark.index, node.end_mark.index, f"{value:g}"))
+        else:
+            absent.append(path)
+    for start, end, number in sorted(spans, reverse=True):
+        text = text[:start] + number + text[end:]
+    return text, absent
+
+
+def _describe(path: str | Path, tree: yaml.Node | None, error: ValidationError) -> str:
     problems = []
     for item in error.errors():
         location = [part for part in item["loc"] if not str(part).startswith("function-")]
@@ -250,7 +278,14 @@ def _describe(path: Path, tree: yaml.Node | None, error: ValidationError) -> str
 
 def _line_of(node: yaml.Node | None, location: list[Any]) -> int | None:
     """Line number (1-based) of the YAML node at `location`, or of its nearest existing parent."""
-    line = node.start_mark.line + 1 if node is not None else None
+    for depth in range(len(location), -1, -1):
+        found = _node_at(node, location[:depth])
+        if found is not None:
+            return found.start_mark.line + 1
+    return None
+
+
+def _node_at(node: yaml.Node | None, location: list[Any]) -> yaml.Node | None:
     for part in location:
         if isinstance(node, yaml.MappingNode):
             node = next((value for key, value in node.value if key.value == str(part)), None)
@@ -259,8 +294,5 @@ def _line_of(node: yaml.Node | None, location: list[Any]) -> int | None:
         ):
             node = node.value[part]
         else:
-            node = None
-        if node is None:
-            break
-        line = node.start_mark.line + 1
-    return line
+            return None
+    return node

@@ -15,6 +15,7 @@ from connectors import SOURCES
 from flows.artifacts import show_status
 from flows.report import RunReport
 from sandbox.run import Sandbox, SandboxConfig
+from scoring.proposal import NotEnoughOutcomes, Proposal
 from scoring.review import CriteriaReview
 
 DEMO_DIR = Path(".leadsync/demo")
@@ -58,7 +59,12 @@ def main(argv: list[str] | None = None) -> None:
             state = sync_leads(source=source, as_of=now, return_state=True)
             rows.append(_row(f"{source} sync", state))
         reviews = {
-            source: review_criteria(source=source, as_of=now, return_state=True)
+            source: review_criteria(
+                source=source,
+                as_of=now,
+                propose=str(args.directory / f"proposed-rules-{source}.yaml"),
+                return_state=True,
+            )
             for source in SOURCES
         }
         for source in SOURCES:
@@ -68,15 +74,19 @@ def main(argv: list[str] | None = None) -> None:
             rows.append(_row(f"{source} requalify +{args.later_days}d", state))
     print(_table(rows))
     print("\nCriteria review: conversion by score band (the seed plants fit and engagement):")
-    for source, state in reviews.items():
-        print(f"  {source}: {state.message}")
-        print(f"    {_bands(state.result())}")
+    outcomes = {source: state.result() for source, state in reviews.items()}
+    for source, outcome in outcomes.items():
+        print(f"  {source}: {reviews[source].message.split('; proposed')[0]}")
+        print(f"    {_bands(outcome.review)}")
+    print("\nProposed rules, fitted on the older leads and judged on the newer:")
+    for source, outcome in outcomes.items():
+        print(f"  {source}: {_proposal_line(outcome.proposal)}")
     print(f"\nStatus moves in the requalification pass, {args.later_days} days later:")
     for row in rows[len(SOURCES) :]:
         print(f"  {row['run']}: {row['moves'] or 'none'}")
     print(
         "\nEvery run published artifacts (summary, transitions, quarantine, scores, failures;\n"
-        "the reviews: <source>-criteria-review).\n"
+        "the reviews: <source>-criteria-review and <source>-rules-proposal).\n"
         "See them in the Prefect UI: `.venv/bin/prefect server start`, then open\n"
         "http://127.0.0.1:4200/runs (the demo's runs are kept in PREFECT_HOME)."
     )
@@ -100,6 +110,16 @@ def _row(run: str, state) -> dict:
         "failed": report.failed,
         "moves": moves,
     }
+
+
+def _proposal_line(proposal: Proposal | NotEnoughOutcomes) -> str:
+    if isinstance(proposal, NotEnoughOutcomes):
+        return proposal.message
+    return (
+        f"held-out AUC {proposal.candidate.ranking:.3f} against the current rules' "
+        f"{proposal.current.ranking:.3f}; {len(proposal.changes)} changes, e.g. "
+        f"{'; '.join(proposal.changes[:2])}"
+    )
 
 
 def _bands(review: CriteriaReview) -> str:

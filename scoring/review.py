@@ -228,6 +228,21 @@ def ranking_quality(scores: pd.Series, converted: pd.Series) -> float:
     return float(pairs / (converters.sum() * others.sum()))
 
 
+def ranking_interval(ranking: float, converters: int, others: int) -> tuple[float, float]:
+    """The 95% interval of a ranking quality (AUC) over this many converters and others
+    (Hanley and McNeil's standard error)."""
+    if np.isnan(ranking) or not converters or not others:
+        return float("nan"), float("nan")
+    q1, q2 = ranking / (2 - ranking), 2 * ranking**2 / (1 + ranking)
+    variance = (
+        ranking * (1 - ranking)
+        + (converters - 1) * (q1 - ranking**2)
+        + (others - 1) * (q2 - ranking**2)
+    ) / (converters * others)
+    half = Z95 * float(np.sqrt(max(variance, 0.0)))
+    return max(ranking - half, 0.0), min(ranking + half, 1.0)
+
+
 def unworked_qualified(status: pd.Series, crm_status: pd.Series, unworked: list[str]) -> int:
     """Leads the job qualified that sales has not touched (no CRM status, or an unworked one)."""
     untouched = crm_status.isna() | crm_status.isin(unworked)

@@ -17,6 +17,7 @@ from prefect.artifacts import Artifact
 from prefect.flow_engine import run_flow
 from prefect.states import Scheduled
 from prefect_dask import DaskTaskRunner
+from scipy.stats import mannwhitneyu
 
 from connectors import connector_for
 from expectations.suite import LeadContract
@@ -30,10 +31,12 @@ from flows.review import review_criteria
 from flows.settings import JobSettings, task_runner
 from sandbox.http import FaultPlan
 from sandbox.salesforce import SalesforceSettings
+from sandbox.seed import planted_log_odds
 from scoring import DEFAULT_RULES_PATH, load_rules, score
 
 SOURCES = ("salesforce", "hubspot")
 WRITTEN = ["status", "score", "reason", "qualified_at"]
+NO_MATERIAL_WEIGHT = 3  # points between a factor's values: about 0.1 in log-odds
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -524,3 +527,56 @@ def test_review_reports_conversion_replays_candidate_rules_and_writes_nothing(
     bands = table[table["section"] == "score band"]
     assert bands["leads"].sum() == len(scored) and bands["converted"].sum() == converted
     assert set(table.loc[table["section"] == "factor", "group"]) >= {"fit: industry (+)"}
+
+
+def test_review_proposes_rules_from_the_command_line_and_replays_them(
+    crm, as_of, tmp_path, capsys
+):
+    crm(leads=2_000)
+    assert sync_leads(source="salesforce", as_of=as_of, return_state=True).is_completed()
+    before = crm_state("salesforce")
+    path = tmp_path / "proposed-rules.yaml"
+    arguments = ["review", "--source", "salesforce", "--propose", str(path)]
+    assert flows_main([*arguments, "--as-of", as_of.isoformat()]) == 0
+
+    out = capsys.readouterr().out
+    assert re.search(r"proposed rules in \S+: held-out AUC 0\.\d{3} \(current rules 0\.\d{3}\)", out)
+    proposed = load_rules(path)
+    pd.testing.assert_frame_equal(crm_state("salesforce"), before)  # nothing written
+    proposal = Artifact.get("salesforce-rules-proposal").data
+    assert "What would change" in proposal and "data:image/png;base64," in proposal
+    review = Artifact.get("salesforce-criteria-review").data
+    assert f"## Candidate rules `{path}`: a replay" in review
+    valid = LeadContract(load_rules().data_quality, now=as_of).validate(before.reset_index()).valid
+    valid = valid[valid["score"].notna()]
+    moved = (score(valid, proposed, as_of)["status"] != score(valid, load_rules(), as_of)["status"])
+    assert f"**{int(moved.sum()):,} of {len(valid):,} leads would change status.**" in review
+
+
+def test_on_a_seeded_sandbox_the_proposal_ranks_newer_leads_nearly_as_well_as_the_truth(
+    crm, as_of, tmp_path
+):
+    """The seed plants conversion from what the records show (sandbox.seed.planted_log_odds):
+    their AUC on the newer leads is the ceiling any model of the records can reach."""
+    crm(leads=20_000)
+    state = review_criteria(
+        source="salesforce", as_of=as_of, propose=str(tmp_path / "p.yaml"), return_state=True
+    )
+    proposal = state.result().proposal
+    leads = crm_state("salesforce").reset_index().sort_values(["created_at", "crm_id"])
+    valid = LeadContract(load_rules().data_quality, now=as_of).validate(leads).valid
+    held_out = valid.tail(proposal.held_out)
+    assert proposal.fitted + proposal.held_out == len(valid) >= 19_000
+    assert (held_out["created_at"] >= proposal.split_at).all()  # a split in time
+    converted = held_out["converted"].to_numpy(dtype=bool)
+    planted = planted_log_odds(held_out, as_of)
+    pairs = converted.sum() * (~converted).sum()
+    ceiling = mannwhitneyu(planted[converted], planted[~converted]).statistic / pairs
+
+    assert proposal.candidate.ranking > proposal.current.ranking
+    assert ceiling - proposal.candidate.ranking <= 0.02, (ceiling, proposal.candidate.ranking)
+    assert proposal.candidate.converters == converted.sum()
+    need = proposal.terms[proposal.terms.index.str.startswith("Need:")]
+    need = need[need["leads"] > 0]  # need plays no part in the planted outcome
+    assert need["current"].max() - need["current"].min() == 10
+    assert need["proposed"].max() - need["proposed"].min() <= NO_MATERIAL_WEIGHT

@@ -2,7 +2,7 @@
 what a candidate rules file would change, and a proposal of the next rules fitted to the
 outcomes. Reads only; writes nothing to the CRMs or the ledger (a proposal is a file to review).
 The figures are in scoring/review.py and scoring/proposal.py, the artifacts in
-flows/artifacts.py and flows/review_artifacts.py."""
+flows/review_artifacts.py."""
 
 from __future__ import annotations
 
@@ -17,8 +17,7 @@ from prefect.states import Completed, State
 from expectations.frame import conform
 from expectations.suite import LeadContract
 from connectors import Connector
-from flows.artifacts import publish_review
-from flows.review_artifacts import publish_proposal
+from flows.review_artifacts import publish_proposal, publish_review
 from flows.runs import Source, as_of_or_now, checked_connector, run_name, stops_clearly
 from flows.pipeline import chunks_of
 from flows.settings import JobSettings

@@ -163,9 +163,8 @@ def propose(leads: pd.DataFrame, rules_text: str, now) -> Proposal | NotEnoughOu
 
 def _oldest_first(leads: pd.DataFrame) -> pd.DataFrame:
     """Leads by creation (a lead the CRM gives no date counts as oldest), ties by id."""
-    return leads.sort_values(["created_at", "crm_id"], na_position="first", kind="stable").reset_index(
-        drop=True
-    )
+    ordered = leads.sort_values(["created_at", "crm_id"], na_position="first", kind="stable")
+    return ordered.reset_index(drop=True)
 
 
 def _shortfall(converted: np.ndarray, fitted: np.ndarray) -> str:

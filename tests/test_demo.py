@@ -1,3 +1,5 @@
+import re
+
 from flows.demo import main
 
 
@@ -5,7 +7,7 @@ def test_demo_syncs_both_crms_then_requalifies_later(tmp_path, monkeypatch, caps
     # The demo points the connectors and the ledger at its own folder; restore afterwards.
     monkeypatch.setenv("LEADSYNC_SANDBOX_INFO", "")
     monkeypatch.setenv("LEADSYNC_LEDGER_URL", "")
-    main(["--leads", "400", "--later-days", "120", "--directory", str(tmp_path / "demo")])
+    main(["--leads", "1500", "--later-days", "120", "--directory", str(tmp_path / "demo")])
     out = capsys.readouterr().out
     for run in (
         "salesforce sync",
@@ -18,5 +20,11 @@ def test_demo_syncs_both_crms_then_requalifies_later(tmp_path, monkeypatch, caps
     assert "sent to review" in out.splitlines()[2] and "quarantined" in out.splitlines()[2]
     review = out.split("Criteria review")[1]
     assert "salesforce: " in review and "hubspot: " in review and "90-100" in review
+    proposals = out.split("Proposed rules, fitted on the older leads")[1].split("Status moves")[0]
+    for source in ("salesforce", "hubspot"):
+        assert re.search(
+            rf"{source}: held-out AUC 0\.\d{{3}} against the current rules' 0\.\d{{3}}", proposals
+        ), proposals
+        assert (tmp_path / "demo" / f"proposed-rules-{source}.yaml").exists()
     moves = out.split("Status moves in the requalification pass")[1]
     assert "Qualified -> Nurture" in moves

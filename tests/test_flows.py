@@ -540,7 +540,8 @@ def test_review_proposes_rules_from_the_command_line_and_replays_them(
     assert flows_main([*arguments, "--as-of", as_of.isoformat()]) == 0
 
     out = capsys.readouterr().out
-    assert re.search(r"proposed rules in \S+: held-out AUC 0\.\d{3} \(current rules 0\.\d{3}\)", out)
+    auc = r"0\.\d{3}"
+    assert re.search(rf"proposed rules in \S+: held-out AUC {auc} \(current rules {auc}\)", out)
     proposed = load_rules(path)
     pd.testing.assert_frame_equal(crm_state("salesforce"), before)  # nothing written
     proposal = Artifact.get("salesforce-rules-proposal").data

@@ -5,6 +5,7 @@ in tests/test_flows.py."""
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import re
 
@@ -13,7 +14,7 @@ import pandas as pd
 import pytest
 
 from expectations.suite import LeadContract
-from flows.review_artifacts import proposal_markdown
+from flows.review_artifacts import proposal_chart, proposal_markdown
 from sandbox.seed import CONVERTED_STATUS, generate_leads
 from scoring import DEFAULT_RULES_PATH, load_rules
 from scoring.proposal import KEPT_UNCLEAR, NotEnoughOutcomes, Proposal, propose
@@ -106,3 +107,15 @@ def test_the_ranking_interval_holds_the_ranking_and_narrows_with_more_leads():
     small, large = ranking_interval(0.75, 50, 200), ranking_interval(0.75, 5_000, 20_000)
     assert small[0] < large[0] < 0.75 < large[1] < small[1]
     assert all(np.isnan(ranking_interval(0.75, 0, 200)))
+
+
+def test_the_chart_draws_bands_without_converters_or_without_leads(proposal):
+    bands = proposal.candidate.by_band.copy()
+    bands.iloc[0, bands.columns.get_indexer(["converted", "rate", "low"])] = [0, 0.0, 1e-17]
+    bands.iloc[1, bands.columns.get_indexer(["leads", "converted"])] = [0, 0]
+    bands.iloc[1, bands.columns.get_indexer(["rate", "low", "high", "expected"])] = float("nan")
+    odd = dataclasses.replace(
+        proposal, candidate=dataclasses.replace(proposal.candidate, by_band=bands)
+    )
+    image = base64.b64decode(proposal_chart(odd).removeprefix("data:image/png;base64,"))
+    assert image.startswith(b"\x89PNG")

@@ -99,6 +99,8 @@ def _start_server(port: int, cleanup: ExitStack) -> str:
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        # the UI asks /ui-settings where the API is: without this, the default port's
+        env={**os.environ, "PREFECT_SERVER_UI_API_URL": api_url},
     )  # Ctrl-C reaches us only
     cleanup.callback(stop, server)
     print(

@@ -150,3 +150,22 @@ def test_list_command_prints_every_deployment_without_a_server():
         assert f"{flow_name}/{name}" in result.stdout
     assert result.stdout.count("cron '*/15 * * * *' (UTC)") == 2
     assert "run_id = (required)" in result.stdout
+
+
+def test_serve_on_another_port_gives_the_ui_that_port(tmp_path, monkeypatch):
+    """`serve --port 4299` once served a UI whose /ui-settings named port 4200's API, so every
+    page said "Can't connect to Server API"."""
+    import json
+    import urllib.request
+    from contextlib import ExitStack
+
+    from deployments.__main__ import _start_server
+    from tests.stack import free_port
+
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path))
+    port = free_port()
+    with ExitStack() as cleanup:
+        api_url = _start_server(port, cleanup)
+        with urllib.request.urlopen(f"{api_url.removesuffix('/api')}/ui-settings") as response:
+            settings = json.load(response)
+    assert api_url == f"http://127.0.0.1:{port}/api" and settings["api_url"] == api_url

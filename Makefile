@@ -12,10 +12,11 @@ export DO_NOT_TRACK := 1
 
 .PHONY: demo test lock clean
 
-$(INSTALLED): pyproject.toml constraints.txt
+$(INSTALLED): pyproject.toml constraints.txt connectors/salesforce/pubsub_api.proto
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt pip
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]'
+	$(BIN)/python -m connectors.salesforce.generate_pubsub  # the Pub/Sub API stubs (git-ignored)
 	touch $@
 
 demo: $(INSTALLED)

@@ -4,14 +4,11 @@ in backfill.py and rollback.py, what every run shares in runs.py."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
-import pandas as pd
 from prefect import flow, get_run_logger
 from prefect.states import State
 
-from connectors import Connector
 from flows.ledger import Ledger
 from flows.runs import (
     EPOCH,
@@ -20,6 +17,7 @@ from flows.runs import (
     build_pipeline,
     checked_connector,
     finish,
+    pages_by_id,
     run_id,
     run_name,
     run_timeout,
@@ -70,24 +68,12 @@ def sync_leads(
         owed = ledger.owed(source)
         if owed:
             logger.info("Retrying %d leads a previous run could not finish", len(owed))
-            pipeline.process_all(owed_pages(connector, ledger, owed, dry_run), label="owed")
+            pipeline.process_all(pages_by_id(connector, ledger, owed, dry_run), label="owed")
         pages = connector.read_modified(since, as_of) if watermark else connector.read_all()
         report = pipeline.process_all(pages)
         if not dry_run:  # never into the future, even when as_of simulates it
             ledger.set_watermark(source, min(as_of, started), run_id())
     return finish(report, source, "sync", connector, dry_run)
-
-
-def owed_pages(
-    connector: Connector, ledger: Ledger, owed: list[str], dry_run: bool
-) -> Iterator[pd.DataFrame]:
-    """The owed leads, a page at a time; those gone from the CRM are settled, not retried."""
-    for start in range(0, len(owed), connector.page_size):
-        ids = owed[start : start + connector.page_size]
-        chunk = connector.read_by_ids(ids)
-        if not dry_run:
-            ledger.settle(connector.source, set(ids) - set(chunk["crm_id"]))
-        yield chunk
 
 
 @flow(

@@ -157,3 +157,16 @@ def utc(moment: datetime) -> datetime:
 
 def run_id() -> str:
     return str(flow_run.id or "local")
+
+
+def pages_by_id(
+    connector: Connector, ledger: Ledger, crm_ids: list[str], dry_run: bool
+) -> Iterator[pd.DataFrame]:
+    """These leads as the CRM holds them now, a page at a time; those gone from the CRM are
+    settled, not retried."""
+    for start in range(0, len(crm_ids), connector.page_size):
+        ids = crm_ids[start : start + connector.page_size]
+        chunk = connector.read_by_ids(ids)
+        if not dry_run:
+            ledger.settle(connector.source, set(ids) - set(chunk["crm_id"]))
+        yield chunk

@@ -182,6 +182,12 @@ class CertificateAuthority:
         self.cert_path = cert_path
         self._server_cert = self._ca.issue_cert(*HOSTS)
 
+    def server_key_and_chain(self) -> tuple[bytes, bytes]:
+        """The server certificate's private key and chain (PEM), for servers that take them as
+        bytes (the Pub/Sub API's gRPC server)."""
+        chain = b"".join(blob.bytes() for blob in self._server_cert.cert_chain_pems)
+        return self._server_cert.private_key_pem.bytes(), chain
+
     def server_context(self) -> ssl.SSLContext:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         self._server_cert.configure_cert(context)

@@ -16,6 +16,7 @@ from sandbox.http import CertificateAuthority, FaultPlan, Faults, SandboxServer
 from sandbox.hubspot import HubSpotApi, HubSpotSettings
 from sandbox.salesforce import SalesforceApi, SalesforceSettings
 from sandbox.salesforce.oauth import ConnectedAppKeys
+from sandbox.salesforce.pubsub import PubSubServer
 from sandbox.seed import LeadMix, generate_leads
 from sandbox.store import Database
 
@@ -29,6 +30,7 @@ class SandboxConfig:
     data_dir: Path | None = None  # None: in memory, gone when stopped
     salesforce_port: int = 0  # 0: any free port
     hubspot_port: int = 0
+    salesforce_pubsub_port: int = 0  # the Pub/Sub API (gRPC)
     faults: FaultPlan = field(default_factory=FaultPlan)
     mix: LeadMix = field(default_factory=LeadMix)
     salesforce: SalesforceSettings = field(default_factory=SalesforceSettings)
@@ -79,6 +81,9 @@ class Sandbox:
             SandboxServer(self.hubspot, self.ca, self.hubspot_faults, config.hubspot_port),
         ]
         self.salesforce.base_url = self._servers[0].base_url
+        self.salesforce_pubsub = PubSubServer(
+            self.salesforce, self.ca, config.salesforce_pubsub_port
+        )
         self.hubspot.base_url = self._servers[1].base_url
 
     @property
@@ -92,9 +97,11 @@ class Sandbox:
     def start(self) -> Sandbox:
         for server in self._servers:
             server.start()
+        self.salesforce_pubsub.start()
         return self
 
     def stop(self) -> None:
+        self.salesforce_pubsub.stop()
         for server in self._servers:
             server.stop()
         for database in self._databases:
@@ -123,6 +130,7 @@ class Sandbox:
                 "security_token": self.salesforce.settings.security_token,
                 "private_key_file": str(self.connected_app.key_path),
                 "refresh_token": self.salesforce.settings.refresh_token,
+                "pubsub_endpoint": self.salesforce_pubsub.endpoint,
             },
             "hubspot": {
                 "base_url": self.hubspot.base_url,

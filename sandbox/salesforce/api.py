@@ -21,6 +21,7 @@ from sandbox.http import Faults, Request, Response
 from sandbox.limits import DailyCounter
 from sandbox.salesforce import catalog, oauth, schema, soql
 from sandbox.salesforce.bulk import BulkJobs
+from sandbox.salesforce.changes import Author, ChangeLog
 from sandbox.salesforce.metadata import OrgMetadata
 from sandbox.salesforce.schema import FIELDS, Field, FieldError, WriteResult
 from sandbox.store import Database, Table
@@ -31,7 +32,9 @@ BULK_JOBS_DIR = "salesforce-bulk-jobs"  # next to the org's database; in memory:
 COLLECTION_FIELDS = ("allOrNone", "records")  # an sObject Collections body's own fields
 OPEN_CURSORS = 10  # open query cursors per user, as in Salesforce; one more closes the oldest
 ORG_ID = "00D5g00000SBXORGAA"
-USER_ID = schema.DEFAULT_OWNER_ID
+USER_ID = schema.DEFAULT_OWNER_ID  # the integration user, whose session every API call has
+PERSON_ID = "0055g00000SBXREPAA"  # a sales rep, who edits leads in the UI
+API_AUTHOR = Author(USER_ID, "com/salesforce/api/rest")
 API_PATH = re.compile(r"^/services/data/v(?P<version>\d+\.\d+)(?P<resource>/.*)?$")
 LEAD_RECORD = re.compile(r"/sobjects/Lead/(?P<id>[^/]+)", re.IGNORECASE)
 QUERY_MORE = re.compile(r"/query(?:All)?/(?P<locator>[^/]+)")
@@ -56,6 +59,8 @@ class SalesforceSettings:
     session_ttl: float = 7_200.0  # seconds an issued session lives (Salesforce's default: 2 h)
     connected_app_cert: Path | None = None  # the JWT bearer flow's certificate (PEM)
     bare: bool = False  # an org where leadsync's setup never ran: no custom fields, no grants
+    cdc_retention_hours: float = 72.0  # how long change events are kept for replay
+    pubsub_keepalive_seconds: float = 270.0  # an idle Subscribe stream gets an empty batch
 
 
 @dataclass(frozen=True)
@@ -91,7 +96,8 @@ class SalesforceApi:
         self.table.index("LastModifiedDate")
         self.daily = DailyCounter(settings.daily_limit)
         self.sign_in = oauth.sign_in_for(settings, lambda: self.base_url, _identity)
-        self.metadata = OrgMetadata(db, self.table, USER_ID, settings.bare)
+        self.metadata = OrgMetadata(db, self.table, USER_ID, settings.bare, ORG_ID)
+        self.changes = ChangeLog(db, settings.cdc_retention_hours)
         self._cursors: OrderedDict[str, Cursor] = OrderedDict()
         self._cursor_count = 0
         self._lock = threading.Lock()
@@ -131,6 +137,25 @@ class SalesforceApi:
         self.table.insert_frame(schema.lead_records(frame, self._next_number()))
         with self._lock:
             self._last_stamp = max(self._last_stamp, self._latest_stamp())
+
+    def edit_as_person(
+        self, crm_id: str, fields: dict[str, Any], user_id: str = PERSON_ID
+    ) -> None:
+        """Change a lead as a person in the UI would (another user): the same validation and
+        store path as an API write, and a change event with that person as commitUser."""
+        row, missing = self._existing(crm_id)
+        if missing:
+            raise LookupError(f"no lead {crm_id} to edit")
+        with self.db.transaction() as connection:
+            result = self._write_update(connection, row["Id"], fields, Author(user_id, ""))
+        if not result.success:
+            raise ValueError(f"edit of {crm_id} refused: {result.as_json()['errors']}")
+
+    def delete_as_person(self, crm_id: str, user_id: str = PERSON_ID) -> None:
+        row, missing = self._existing(crm_id)
+        if missing:
+            raise LookupError(f"no lead {crm_id} to delete")
+        self._delete_record(row["Id"], Author(user_id, ""))
 
     def fault_response(self, kind: str) -> Response:
         if kind == "rate_limited":
@@ -320,14 +345,18 @@ class SalesforceApi:
             return missing
         if self.faults.write_fails(row["Id"]):
             return _errors(400, [_lock_error(row["Id"])])
+        self._delete_record(row["Id"], API_AUTHOR)
+        return Response(204)
+
+    def _delete_record(self, record_id: str, author: Author) -> None:
         stamp = self._next_stamp()
         with self.db.transaction() as connection:
             self.table.update(
                 connection,
-                row["Id"],
+                record_id,
                 {"IsDeleted": 1, "LastModifiedDate": stamp, "SystemModstamp": stamp},
             )
-        return Response(204)
+            self.changes.deleted(connection, record_id, stamp, author)
 
     def _existing(self, raw_id: str) -> tuple[dict[str, Any], Response | None]:
         record_id = schema.canonical_id(raw_id)
@@ -419,7 +448,11 @@ class SalesforceApi:
     # --- writes ------------------------------------------------------------------------------
 
     def _write_update(
-        self, connection: sqlite3.Connection, record_id: str, values: dict[str, Any]
+        self,
+        connection: sqlite3.Connection,
+        record_id: str,
+        values: dict[str, Any],
+        author: Author = API_AUTHOR,
     ) -> WriteResult:
         stored, errors = schema.validate_values(values, creating=False)
         errors = self.metadata.write_errors(values) or errors
@@ -428,9 +461,11 @@ class SalesforceApi:
         if self.faults.write_fails(record_id):
             return WriteResult(None, (_lock_error(record_id),))
         stamp = self._next_stamp()
+        old = self.table.get(record_id, connection) or {"Id": record_id}
         self.table.update(
             connection, record_id, {**stored, "LastModifiedDate": stamp, "SystemModstamp": stamp}
         )
+        self.changes.updated(connection, old, {**stored, "LastModifiedDate": stamp}, author)
         return WriteResult(record_id)
 
     def _write_create(self, connection: sqlite3.Connection, values: dict[str, Any]) -> WriteResult:
@@ -451,17 +486,16 @@ class SalesforceApi:
         if self.faults.write_fails(record_id):
             return WriteResult(None, (_lock_error(record_id),))
         stamp = self._next_stamp()
-        self.table.insert(
-            connection,
-            {
-                **_defaults(),
-                **stored,
-                "Id": record_id,
-                "CreatedDate": stamp,
-                "LastModifiedDate": stamp,
-                "SystemModstamp": stamp,
-            },
-        )
+        row = {
+            **_defaults(),
+            **stored,
+            "Id": record_id,
+            "CreatedDate": stamp,
+            "LastModifiedDate": stamp,
+            "SystemModstamp": stamp,
+        }
+        self.table.insert(connection, row)
+        self.changes.created(connection, row, API_AUTHOR)
         return WriteResult(record_id)
 
     def _next_number(self, connection: sqlite3.Connection | None = None) -> int:

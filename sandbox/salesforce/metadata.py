@@ -46,6 +46,7 @@ QUERYABLE = {
         "PermissionsEdit",
     ),
     "PermissionSetAssignment": ("Id", "PermissionSetId", "AssigneeId"),
+    "Organization": ("Id", "Name", "OrganizationType", "IsSandbox"),  # read-only: the org itself
 }
 CREATEABLE = {
     "PermissionSet": ("Name", "Label", "Description"),
@@ -114,8 +115,15 @@ Handler = Callable[[Request, str, re.Match], Response]
 class OrgMetadata:
     """Custom fields, permission sets and the field-level security of `user_id`."""
 
-    def __init__(self, db: Database, leads: Table, user_id: str, bare: bool):
+    def __init__(self, db: Database, leads: Table, user_id: str, bare: bool, org_id: str):
         self.db, self.leads, self.user_id = db, leads, user_id
+        self.organization = {
+            "Id": org_id,
+            "Name": "leadsync sandbox",
+            "OrganizationType": "Enterprise Edition",
+            "IsSandbox": False,
+            "_type": "Organization",
+        }
         self.table = Table(db, "OrgMetadata", "Id", {"Id": "TEXT", "Type": "TEXT", "Body": "TEXT"})
         self._lock = threading.Lock()
         self._records: dict[str, dict[str, Any]] = {
@@ -236,7 +244,7 @@ class OrgMetadata:
         except MetadataError as error:
             return _error(400, error.error.status_code, f"\n{text}\n{error.error.message}")
         with self._lock:
-            rows = [r for r in self._records.values() if r["_type"] == target]
+            rows = [r for r in [*self._records.values(), self.organization] if r["_type"] == target]
         matching = [row for row in rows if all(_holds(row, *term) for term in conditions)]
         base = "tooling/sobjects" if tooling else "sobjects"
         records = [

@@ -90,6 +90,7 @@ def _redacted(section: dict) -> dict:
         "password",
         "security_token",
         "refresh_token",
+        "developer_api_key",
     }
     return {
         key: ("<in the info file>" if key in secret_keys else value)

@@ -73,6 +73,7 @@ class Sandbox:
                 config.hubspot,
                 access_token=tokens["hubspot"],
                 refresh_token=tokens["hubspot_refresh"],
+                developer_api_key=tokens["hubspot_developer"],
             ),
         )
         self._seed_empty()
@@ -98,10 +99,12 @@ class Sandbox:
         for server in self._servers:
             server.start()
         self.salesforce_pubsub.start()
+        self.hubspot.webhooks.delivery.start()
         return self
 
     def stop(self) -> None:
         self.salesforce_pubsub.stop()
+        self.hubspot.webhooks.delivery.stop()
         for server in self._servers:
             server.stop()
         for database in self._databases:
@@ -138,6 +141,8 @@ class Sandbox:
                 "client_id": self.hubspot.settings.client_id,
                 "client_secret": self.hubspot.settings.client_secret,
                 "refresh_token": self.hubspot.settings.refresh_token,
+                "app_id": self.hubspot.settings.app_id,
+                "developer_api_key": self.hubspot.settings.developer_api_key,
             },
             "ca_cert": str(self.ca.cert_path),
         }
@@ -175,6 +180,7 @@ def _tokens(directory: Path | None) -> dict[str, str]:
         "salesforce_refresh": "5Aep861sandbox" + secrets.token_urlsafe(32),
         "hubspot": "pat-sandbox-" + secrets.token_urlsafe(24),
         "hubspot_refresh": "na1-sandbox-" + secrets.token_urlsafe(24),
+        "hubspot_developer": "dev-sandbox-" + secrets.token_urlsafe(24),
     }
     tokens = {**fresh, **kept}
     if path is not None and tokens != kept:

@@ -1,5 +1,6 @@
 """Routes of the HubSpot CRM v3 API for contacts: list, search, single-record CRUD, batch read,
 update and create, and the contact properties API; with HubSpot's rate limits and error shapes.
+The app's Webhooks API v3 and the events contact changes make: sandbox/hubspot/webhooks.py.
 
 Budgets: every authenticated request counts against the daily limit; search requests against
 the per-second search limit (they are exempt from the ten-second budget and, as in HubSpot, carry
@@ -25,7 +26,7 @@ from urllib.parse import unquote, urlencode
 import pandas as pd
 
 from sandbox.http import Faults, Request, Response
-from sandbox.hubspot import discovery, oauth, schema
+from sandbox.hubspot import discovery, oauth, schema, webhooks
 from sandbox.hubspot.schema import (
     CREATED,
     ID_PROPERTY,
@@ -59,6 +60,7 @@ NOT_FOUND = (
     "ids are valid."
 )
 WRITE_FAULT = "The contact could not be updated because of a conflicting change; try again."
+PERSON = int(schema.OWNER_IDS[0])  # the user a person's edits in the UI are made by, by default
 POLICY_TEXT = {
     "TEN_SECONDLY_ROLLING": "ten_secondly_rolling",
     "SECONDLY": "secondly",
@@ -81,6 +83,12 @@ class HubSpotSettings:
     refresh_token: str = ""
     authorization_code: str = ""
     access_token_ttl: float = 1_800.0  # seconds (HubSpot's: 30 minutes)
+    # The app's webhooks (sandbox/hubspot/webhooks.py): its id, the developer API key that
+    # manages its subscriptions, and how fast failed deliveries are retried.
+    app_id: int = 4_020_001
+    developer_api_key: str = ""
+    webhook_retry_scale: float = 1.0  # HubSpot's schedule (10 retries over 24 hours) times this
+    webhook_timeout_seconds: float = 5.0  # HubSpot's: 5
 
 
 @dataclass(frozen=True)
@@ -126,6 +134,18 @@ class HubSpotApi:
         self.search_budget = RollingWindow(settings.search_per_second, 1.0)
         self.daily = DailyCounter(settings.daily_limit)
         self.oauth = oauth.for_settings(settings)
+        self.webhooks = webhooks.Webhooks(
+            webhooks.WebhookApp(
+                app_id=settings.app_id,
+                developer_api_key=settings.developer_api_key,
+                client_secret=settings.client_secret,
+                portal_id=settings.portal_id,
+                retry_scale=settings.webhook_retry_scale,
+                timeout_seconds=settings.webhook_timeout_seconds,
+            ),
+            lambda: self.properties,
+        )
+        self._integration = webhooks.ChangeSource("INTEGRATION", str(settings.app_id))
         # 429s sent, by policy: TEN_SECONDLY_ROLLING, SECONDLY, DAILY, and "injected" (faults).
         self.rate_limited: Counter[str] = Counter()
         self._lock = threading.Lock()
@@ -158,6 +178,33 @@ class HubSpotApi:
         self.table.insert_frame(schema.contact_rows(frame, self._max_id() + 1))
         with self._lock:
             self._last_stamp = max(self._last_stamp, self._latest_stamp())
+
+    def edit_as_person(
+        self, crm_id: str, properties: dict[str, str], user_id: int = PERSON
+    ) -> dict[str, Any]:
+        """A person edits the contact in HubSpot's UI: validated and stored as an API update is,
+        and announced to webhooks as `CRM_UI` by `userId:<user_id>`. Raises KeyError for a
+        contact that does not exist, InvalidValues for values HubSpot would refuse."""
+        values = schema.storage_values(properties, self.properties)
+        changes: list[webhooks.ContactChange] = []
+        with self.db.transaction() as connection:
+            row = self._existing(crm_id)
+            updated = self._write(connection, row, values, changes)
+        self.webhooks.publish(changes, _person(user_id))
+        return self._contact(updated, self._written(values))
+
+    def delete_as_person(self, crm_id: str, user_id: int = PERSON) -> None:
+        """A person deletes the contact in HubSpot's UI (it is archived, as by the API)."""
+        changes: list[webhooks.ContactChange] = []
+        with self.db.transaction() as connection:
+            self._archive_row(connection, self._existing(crm_id), changes)
+        self.webhooks.publish(changes, _person(user_id))
+
+    def _existing(self, crm_id: str) -> dict[str, Any]:
+        row = self._find(str(crm_id), None, False)
+        if row is None:
+            raise KeyError(f"no contact {crm_id}")
+        return row
 
     @property
     def rate_limited_responses(self) -> int:
@@ -208,6 +255,8 @@ class HubSpotApi:
         a known one without a valid token a 401, before any budget is spent."""
         if request.path.rstrip("/") == oauth.TOKEN_PATH:
             return self.oauth.token(request)
+        if request.path.startswith(webhooks.PREFIX):
+            return self.webhooks.handle(request)
         handler, allowed = self._handler(request)
         if handler is None and not allowed:
             path = request.path.rstrip("/")
@@ -382,13 +431,15 @@ class HubSpotApi:
     def _update(self, request: Request, match: re.Match) -> Response:
         body = expect_known_fields(_json(request), ("properties",), "SimplePublicObjectInput")
         values = schema.storage_values(body.get("properties"), self.properties)
+        changes: list[webhooks.ContactChange] = []
         with self.db.transaction() as connection:
             row = self._find(unquote(match["id"]), request.param("idProperty"), False)
             if row is None:
                 return _error(404, "OBJECT_NOT_FOUND", "resource not found")
             if self.faults.write_fails(str(row[ID_PROPERTY])):
                 return _error(409, "CONFLICT", WRITE_FAULT)
-            updated = self._write(connection, row[ID_PROPERTY], values)
+            updated = self._write(connection, row, values, changes)
+        self.webhooks.publish(changes, self._integration)
         return Response(200, self._contact(updated, self._written(values)))
 
     def _create(self, request: Request, match: re.Match) -> Response:
@@ -398,23 +449,22 @@ class HubSpotApi:
             )
         )
         values = schema.storage_values(body.get("properties"), self.properties)
+        changes: list[webhooks.ContactChange] = []
         with self.db.transaction() as connection:
             if self.faults.write_fails():
                 return _error(409, "CONFLICT", WRITE_FAULT)
-            created = self._insert(connection, values)
+            created = self._insert(connection, values, changes)
+        self.webhooks.publish(changes, self._integration)
         return Response(201, self._contact(created, self._written(values)))
 
     def _archive(self, request: Request, match: re.Match) -> Response:
         """HubSpot answers 204 whether or not the contact existed."""
+        changes: list[webhooks.ContactChange] = []
         with self.db.transaction() as connection:
             row = self._find(unquote(match["id"]), None, False)
             if row is not None:
-                stamp = self._next_stamp()
-                self.table.update(
-                    connection,
-                    row[ID_PROPERTY],
-                    {"_archived": 1, "_archived_at": stamp, MODIFIED: stamp},
-                )
+                self._archive_row(connection, row, changes)
+        self.webhooks.publish(changes, self._integration)
         return Response(204)
 
     def _batch_update(self, request: Request, match: re.Match) -> Response:
@@ -435,6 +485,7 @@ class HubSpotApi:
                 f"Duplicate IDs found in batch input: {duplicates}. IDs must be unique"
             )
         results, failures = [], []
+        changes: list[webhooks.ContactChange] = []
         with self.db.transaction() as connection:
             for contact_id, properties, id_property in items:
                 try:
@@ -448,14 +499,16 @@ class HubSpotApi:
                 elif self.faults.write_fails(str(row[ID_PROPERTY])):
                     failures.append(Failure("CONFLICT", WRITE_FAULT, contact_id))
                 else:
-                    updated = self._write(connection, row[ID_PROPERTY], values)
+                    updated = self._write(connection, row, values, changes)
                     results.append(self._contact(updated, self._written(values)))
+        self.webhooks.publish(changes, self._integration)
         return _batch_response(200, started, results, failures)
 
     def _batch_create(self, request: Request, match: re.Match) -> Response:
         started = _now_iso()
         _, inputs = _batch(request, ("inputs",), CREATE_FIELDS)
         results, failures = [], []
+        changes: list[webhooks.ContactChange] = []
         with self.db.transaction() as connection:
             for item in inputs:
                 _no_associations(item)
@@ -467,17 +520,43 @@ class HubSpotApi:
                 if self.faults.write_fails():
                     failures.append(Failure("CONFLICT", WRITE_FAULT))
                     continue
-                created = self._insert(connection, values)
+                created = self._insert(connection, values, changes)
                 results.append(self._contact(created, self._written(values)))
+        self.webhooks.publish(changes, self._integration)
         return _batch_response(201, started, results, failures)
 
     def _write(
-        self, connection: sqlite3.Connection, contact_id: int, values: dict[str, Any]
+        self,
+        connection: sqlite3.Connection,
+        row: dict[str, Any],
+        values: dict[str, Any],
+        changes: list[webhooks.ContactChange],
     ) -> dict[str, Any]:
-        self.table.update(connection, contact_id, {**values, MODIFIED: self._next_stamp()})
-        return self.table.get(contact_id, connection)
+        """Every write of a contact goes through here, `_insert` or `_archive_row`, each adding
+        what it changed to `changes`, for webhooks once the transaction commits."""
+        contact_id, stamp = row[ID_PROPERTY], self._next_stamp()
+        self.table.update(connection, contact_id, {**values, MODIFIED: stamp})
+        updated = self.table.get(contact_id, connection)
+        changes.append(webhooks.ContactChange(contact_id, row, updated, stamp))
+        return updated
 
-    def _insert(self, connection: sqlite3.Connection, values: dict[str, Any]) -> dict[str, Any]:
+    def _archive_row(
+        self,
+        connection: sqlite3.Connection,
+        row: dict[str, Any],
+        changes: list[webhooks.ContactChange],
+    ) -> None:
+        contact_id, stamp = row[ID_PROPERTY], self._next_stamp()
+        archived = {"_archived": 1, "_archived_at": stamp, MODIFIED: stamp}
+        self.table.update(connection, contact_id, archived)
+        changes.append(webhooks.ContactChange(contact_id, row, {**row, **archived}, stamp, True))
+
+    def _insert(
+        self,
+        connection: sqlite3.Connection,
+        values: dict[str, Any],
+        changes: list[webhooks.ContactChange],
+    ) -> dict[str, Any]:
         contact_id = connection.execute(
             f'SELECT COALESCE(MAX("{ID_PROPERTY}"), 0) + 1 FROM contacts'
         ).fetchone()[0]
@@ -486,7 +565,9 @@ class HubSpotApi:
             connection,
             {**values, ID_PROPERTY: contact_id, CREATED: stamp, MODIFIED: stamp, "_archived": 0},
         )
-        return self.table.get(contact_id, connection)
+        created = self.table.get(contact_id, connection)
+        changes.append(webhooks.ContactChange(contact_id, None, created, stamp))
+        return created
 
     def _next_stamp(self) -> int:
         """Epoch milliseconds for a write: now, never before an earlier write (ties are common)."""
@@ -638,6 +719,10 @@ def _error(status: int, category: str, message: str, **extra: Any) -> Response:
             **extra,
         },
     )
+
+
+def _person(user_id: int) -> webhooks.ChangeSource:
+    return webhooks.ChangeSource("CRM_UI", f"userId:{user_id}")
 
 
 def _not_allowed(request: Request, allowed: list[str]) -> Response:

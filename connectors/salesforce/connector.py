@@ -171,6 +171,14 @@ class SalesforceConnector:
         .setup); returns what was, or in a dry run would be, changed."""
         return setup.OrgSetup(self.client, self.mapping, self._call, dry_run).run()
 
+    def identity(self) -> tuple[str, str]:
+        """The signed-in (integration) user's id and the org's id, through the REST API with
+        the `api` scope alone: Chatter's current user (as setup reads it) and SOQL on
+        Organization."""
+        user = self._call(lambda: self.client.restful("chatter/users/me"))["id"]
+        org = self._call(lambda: self.client.query("SELECT Id FROM Organization"))
+        return user, org["records"][0]["Id"]
+
     def read_modified(self, since: datetime, until: datetime) -> Iterator[pd.DataFrame]:
         return self._pages(records.select_modified(self.mapping, since, until))
 

@@ -1,0 +1,259 @@
+"""Lead changes from Salesforce Change Data Capture, over the Pub/Sub API (gRPC).
+
+`LeadChangeStream` subscribes to /data/LeadChangeEvent with the Salesforce connector's session
+(its access token and instance URL, and the org's id as the tenant) and yields, per
+FetchResponse, the LeadEvents it carries and the latest replay id: a keepalive yields no events,
+and its replay id is still the place to resume from. It asks for events in batches and asks for
+the next batch only once the last was consumed, so it never holds more than one batch.
+
+An event is an echo of leadsync's own write when the integration user made it (commitUser; the
+user's id comes from Chatter's current user, as setup reads it) and every field it changed is
+one of the mapping's write fields. Changed fields are decoded from the header's bitmaps with the
+event's schema (GetSchema, cached by schema id).
+
+Salesforce keeps change events 72 hours: resuming from an older replay id raises ReplayExpired,
+and what changed meanwhile is left to the scheduled sync, which reads from its watermark.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import queue
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import fastavro
+import grpc
+import pandas as pd
+
+from connectors.base import AuthenticationFailed, ConnectorError
+from connectors.credentials import DEFAULT_SANDBOX_INFO
+from connectors.events import ChangeKind, LeadEvent
+from connectors.salesforce.connector import SalesforceConnector
+from connectors.salesforce.pubsub_proto import messages, services
+
+DEFAULT_ENDPOINT = "api.pubsub.salesforce.com:7443"
+TOPIC = "/data/LeadChangeEvent"
+BATCH_SIZE = 100  # events asked for at a time: the most one FetchRequest can ask for
+CALL_TIMEOUT = 30.0  # seconds, for GetTopic and GetSchema
+# Fields Salesforce changes itself along with any change: they do not make a change a person's.
+SYSTEM_FIELDS = frozenset({"LastModifiedDate", "LastModifiedById", "SystemModstamp"})
+KINDS: dict[str, ChangeKind] = {
+    "CREATE": "created",
+    "UPDATE": "changed",
+    "UNDELETE": "changed",
+    "DELETE": "deleted",
+    "GAP_CREATE": "created",
+    "GAP_UPDATE": "changed",
+    "GAP_UNDELETE": "changed",
+    "GAP_DELETE": "deleted",
+}
+REPLAY_ID_CORRUPTED = "sfdc.platform.eventbus.grpc.subscription.fetch.replayid.corrupted"
+
+
+class ReplayExpired(ConnectorError):
+    """Salesforce no longer holds the events after this replay id (kept 72 hours)."""
+
+    def __init__(self, replay_id: bytes, detail: str):
+        super().__init__(
+            f"Salesforce refused to resume Change Data Capture after replay id {replay_id.hex()}: "
+            f"it is past the 72-hour retention window or unknown ({detail}). Subscribe again "
+            "from the latest event (replay_id=None); the scheduled sync catches up on what "
+            "changed meanwhile from its watermark."
+        )
+        self.replay_id = replay_id
+
+
+class LeadChangeStream:
+    """A subscription to Lead change events; use as a context manager, or `close()` it."""
+
+    def __init__(
+        self,
+        connector: SalesforceConnector,
+        endpoint: str | None = None,
+        batch_size: int = BATCH_SIZE,
+    ):
+        self.connector, self.batch_size = connector, batch_size
+        self.endpoint = endpoint or pubsub_endpoint(connector)
+        credentials = grpc.ssl_channel_credentials(root_certificates=_trusted_roots(connector))
+        self._channel = grpc.secure_channel(self.endpoint, credentials)
+        self._stub = services.PubSubStub(self._channel)
+        self._write_fields = frozenset(connector.mapping.write.values())
+        self._schemas: dict[str, tuple[Any, list[str]]] = {}
+        self._user_id, self._org_id = "", ""
+        self._calls: list[grpc.Call] = []
+
+    def __enter__(self) -> LeadChangeStream:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """End every open subscription and the channel; nothing is left running."""
+        for call in self._calls:
+            call.cancel()
+        self._channel.close()
+
+    def batches(self, replay_id: bytes | None = None) -> Iterator[tuple[list[LeadEvent], bytes]]:
+        """The events after `replay_id` (from the latest, when None), a FetchResponse at a time,
+        with the replay id to resume from after them; runs until closed."""
+        metadata = self._metadata()
+        topic = self._unary(self._stub.GetTopic, messages.TopicRequest(topic_name=TOPIC), metadata)
+        self._schema(topic.schema_id, metadata)
+        requests = _Requests(_first_request(replay_id, self.batch_size))
+        call = self._stub.Subscribe(iter(requests), metadata=metadata)
+        self._calls.append(call)
+        try:
+            for response in call:
+                events = [
+                    event
+                    for consumer in response.events
+                    for event in self._lead_events(consumer, metadata)
+                ]
+                yield events, response.latest_replay_id
+                if response.events and response.pending_num_requested == 0:
+                    requests.put(messages.FetchRequest(num_requested=self.batch_size))
+        except grpc.RpcError as error:
+            if error.code() != grpc.StatusCode.CANCELLED:
+                raise _classified(error, replay_id) from None
+        finally:
+            requests.close()
+            call.cancel()
+            self._calls.remove(call)
+
+    # --- decoding ----------------------------------------------------------------------------
+
+    def _lead_events(self, consumer: Any, metadata: tuple) -> list[LeadEvent]:
+        schema, field_names = self._schema(consumer.event.schema_id, metadata)
+        record = fastavro.schemaless_reader(io.BytesIO(consumer.event.payload), schema, schema)
+        header = record["ChangeEventHeader"]
+        kind = KINDS.get(header["changeType"])
+        if kind is None:
+            return []
+        changed = fields_in(header["changedFields"], field_names) - SYSTEM_FIELDS
+        echo = (
+            header["changeType"] == "UPDATE"
+            and header["commitUser"] == self._user_id
+            and bool(changed)
+            and changed <= self._write_fields
+        )
+        occurred_at = pd.Timestamp(header["commitTimestamp"], unit="ms", tz="UTC")
+        return [
+            LeadEvent("salesforce", crm_id, kind, occurred_at, consumer.replay_id.hex(), echo)
+            for crm_id in header["recordIds"]
+        ]
+
+    def _schema(self, schema_id: str, metadata: tuple) -> tuple[Any, list[str]]:
+        """The parsed Avro schema and its top-level field names (what bitmaps index)."""
+        if schema_id not in self._schemas:
+            info = self._unary(
+                self._stub.GetSchema, messages.SchemaRequest(schema_id=schema_id), metadata
+            )
+            parsed = json.loads(info.schema_json)
+            names = [field["name"] for field in parsed["fields"]]
+            self._schemas[schema_id] = (fastavro.parse_schema(parsed), names)
+        return self._schemas[schema_id]
+
+    # --- calls -------------------------------------------------------------------------------
+
+    def _metadata(self) -> tuple[tuple[str, str], ...]:
+        if not self._org_id:
+            self._user_id, self._org_id = self.connector.identity()
+        client = self.connector.client
+        return (
+            ("accesstoken", client.session_id),
+            ("instanceurl", f"https://{client.sf_instance}"),
+            ("tenantid", self._org_id),
+        )
+
+    def _unary(self, method: Any, request: Any, metadata: tuple) -> Any:
+        try:
+            return method(request, metadata=metadata, timeout=CALL_TIMEOUT)
+        except grpc.RpcError as error:
+            raise _classified(error, None) from None
+
+
+def fields_in(bitmaps: list[str], field_names: list[str]) -> set[str]:
+    """The field names a header's bitmaps list: "0x..." sets bit i for top-level field i;
+    "p-0x..." marks fields inside the compound field at position p, which counts as changed."""
+    names = set()
+    for bitmap in bitmaps:
+        parent, _, bits = bitmap.rpartition("-")
+        if parent:
+            names.add(field_names[int(parent)])
+            continue
+        value = int(bits, 16)
+        names.update(name for index, name in enumerate(field_names) if value >> index & 1)
+    return names
+
+
+def pubsub_endpoint(connector: SalesforceConnector) -> str:
+    """SALESFORCE_PUBSUB_ENDPOINT if set; the sandbox's, when the connector is signed in to the
+    sandbox the info file describes; else Salesforce's."""
+    if os.environ.get("SALESFORCE_PUBSUB_ENDPOINT"):
+        return os.environ["SALESFORCE_PUBSUB_ENDPOINT"]
+    path = Path(os.environ.get("LEADSYNC_SANDBOX_INFO") or DEFAULT_SANDBOX_INFO)
+    if path.exists():
+        sandbox = json.loads(path.read_text()).get("salesforce", {})
+        if urlsplit(sandbox.get("instance_url", "")).netloc == connector.client.sf_instance:
+            return sandbox["pubsub_endpoint"]
+    return DEFAULT_ENDPOINT
+
+
+def _trusted_roots(connector: SalesforceConnector) -> bytes | None:
+    """The CA bundle the connector's REST session trusts, or None for the system's roots."""
+    verify = connector.client.session.verify
+    return Path(verify).read_bytes() if isinstance(verify, str) else None
+
+
+def _first_request(replay_id: bytes | None, batch_size: int) -> Any:
+    if replay_id is None:
+        return messages.FetchRequest(
+            topic_name=TOPIC, replay_preset=messages.ReplayPreset.LATEST, num_requested=batch_size
+        )
+    return messages.FetchRequest(
+        topic_name=TOPIC,
+        replay_preset=messages.ReplayPreset.CUSTOM,
+        replay_id=replay_id,
+        num_requested=batch_size,
+    )
+
+
+def _classified(error: grpc.RpcError, replay_id: bytes | None) -> Exception:
+    trailers = dict(error.trailing_metadata() or ())
+    if trailers.get("error-code") == REPLAY_ID_CORRUPTED and replay_id is not None:
+        return ReplayExpired(replay_id, error.details())
+    if error.code() == grpc.StatusCode.UNAUTHENTICATED:
+        return AuthenticationFailed(
+            f"Salesforce's Pub/Sub API refused the session: {error.details()}. Sign in again or "
+            "update the credentials."
+        )
+    return ConnectorError(
+        f"Salesforce's Pub/Sub API failed: {error.code().name}: {error.details()} "
+        f"({trailers.get('error-code', 'no error code')})"
+    )
+
+
+class _Requests:
+    """The FetchRequests of one Subscribe call, sent as they are put; `close()` ends them."""
+
+    _END = object()
+
+    def __init__(self, first: Any):
+        self._queue: queue.Queue = queue.Queue()
+        self._queue.put(first)
+
+    def put(self, request: Any) -> None:
+        self._queue.put(request)
+
+    def close(self) -> None:
+        self._queue.put(self._END)
+
+    def __iter__(self) -> Iterator[Any]:
+        while (request := self._queue.get()) is not self._END:
+            yield request

@@ -1,0 +1,323 @@
+"""Change Data Capture for Lead over the Pub/Sub API: leadsync's client (connectors.salesforce
+.cdc) against the sandbox's gRPC server, with real writes through the REST API."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable
+
+import grpc
+import pandas as pd
+import pytest
+
+from connectors import connector_for
+from connectors.base import AuthenticationFailed
+from connectors.events import LeadEvent
+from connectors.salesforce import SalesforceConnector
+from connectors.salesforce.cdc import LeadChangeStream, ReplayExpired
+from connectors.salesforce.pubsub_proto import messages, services
+from sandbox.run import Sandbox, SandboxConfig
+from sandbox.salesforce import SalesforceSettings
+from sandbox.salesforce.api import ORG_ID
+
+KEEPALIVE = 0.3  # seconds; Salesforce's is 270
+WAIT = 10.0  # the longest any test waits for a batch
+
+
+@pytest.fixture
+def org(start_sandbox, tmp_path, monkeypatch) -> Callable[..., Sandbox]:
+    """A sandbox the connectors find through LEADSYNC_SANDBOX_INFO, with short keepalives."""
+    for name in ("SALESFORCE_SESSION_ID", "SALESFORCE_USERNAME", "SALESFORCE_CONSUMER_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("SALESFORCE_PUBSUB_ENDPOINT", raising=False)
+    monkeypatch.setenv("LEADSYNC_LEDGER_URL", f"sqlite:///{tmp_path / 'ledger.sqlite3'}")
+
+    def start(**settings) -> Sandbox:
+        salesforce = SalesforceSettings(pubsub_keepalive_seconds=KEEPALIVE, **settings)
+        sandbox = start_sandbox(leads=20, seed=3, salesforce=salesforce)
+        sandbox.write_info(tmp_path / "info.json")
+        monkeypatch.setenv("LEADSYNC_SANDBOX_INFO", str(tmp_path / "info.json"))
+        return sandbox
+
+    return start
+
+
+class Listener:
+    """Reads a stream's batches on a thread, so a test can wait for them with a timeout."""
+
+    def __init__(self, stream: LeadChangeStream, replay_id: bytes | None = None):
+        self.received: queue.Queue = queue.Queue()
+        self.thread = threading.Thread(target=self._run, args=(stream, replay_id), daemon=True)
+        self.thread.start()
+
+    def _run(self, stream: LeadChangeStream, replay_id: bytes | None) -> None:
+        try:
+            for batch in stream.batches(replay_id):
+                self.received.put(batch)
+        except Exception as error:  # noqa: BLE001 - handed to the test
+            self.received.put(error)
+
+    def next_batch(self) -> tuple[list[LeadEvent], bytes]:
+        batch = self.received.get(timeout=WAIT)
+        if isinstance(batch, Exception):
+            raise batch
+        return batch
+
+    def subscribed(self) -> bytes:
+        """Wait for the first keepalive (the subscription is open); its replay id."""
+        events, replay_id = self.next_batch()
+        assert events == []
+        return replay_id
+
+    def events(self, count: int) -> list[LeadEvent]:
+        """The next `count` events, keepalives skipped; fails if more arrive in one batch."""
+        taken: list[LeadEvent] = []
+        while len(taken) < count:
+            taken += self.next_batch()[0]
+        assert len(taken) == count
+        return taken
+
+
+def salesforce() -> SalesforceConnector:
+    connector = connector_for("salesforce")
+    assert isinstance(connector, SalesforceConnector)
+    return connector
+
+
+def lead_ids(sandbox: Sandbox, count: int) -> list[str]:
+    return [row["Id"] for row in sandbox.salesforce.table.select(["Id"], order_by='"Id"')][:count]
+
+
+def test_leadsyncs_own_writes_come_back_as_echoes_and_a_persons_edit_does_not(org):
+    sandbox = org()
+    connector = salesforce()
+    first, second = lead_ids(sandbox, 2)
+    with LeadChangeStream(connector) as stream:
+        listener = Listener(stream)
+        listener.subscribed()
+        connector.write(pd.DataFrame({"crm_id": [first, second], "score": 61.0, "reason": "fit"}))
+        echoes = listener.events(2)
+        sandbox.salesforce.edit_as_person(first, {"Qualification_Status__c": "Disqualified"})
+        (edit,) = listener.events(1)
+        sandbox.salesforce.edit_as_person(second, {"Status": "Working - Contacted"})
+        (status,) = listener.events(1)
+    assert [(e.crm_id, e.kind, e.echo) for e in echoes] == [
+        (first, "changed", True),
+        (second, "changed", True),
+    ]
+    assert (edit.crm_id, edit.kind, edit.echo) == (first, "changed", False)  # a write field
+    assert (status.crm_id, status.kind, status.echo) == (second, "changed", False)
+    assert edit.source == "salesforce" and edit.occurred_at.tz is not None
+    assert len({e.event_id for e in [*echoes, edit, status]}) == 4
+
+
+def test_a_persons_create_and_delete_arrive_as_created_and_deleted(org):
+    sandbox = org()
+    connector = salesforce()
+    with LeadChangeStream(connector) as stream:
+        listener = Listener(stream)
+        listener.subscribed()
+        created = connector.client.Lead.create({"LastName": "Rivera", "Company": "Acme"})["id"]
+        (create,) = listener.events(1)
+        sandbox.salesforce.delete_as_person(created)
+        (delete,) = listener.events(1)
+    assert (create.crm_id, create.kind, create.echo) == (created, "created", False)
+    assert (delete.crm_id, delete.kind, delete.echo) == (created, "deleted", False)
+
+
+def test_the_server_never_sends_more_than_requested(org):
+    sandbox = org()
+    connector = salesforce()
+    ids = lead_ids(sandbox, 7)
+    start = _tip(sandbox)
+    for crm_id in ids:
+        sandbox.salesforce.edit_as_person(crm_id, {"Rating": "Hot"})
+    with LeadChangeStream(connector, batch_size=3) as stream:
+        listener = Listener(stream, start)
+        sizes = [len(listener.next_batch()[0]) for _ in range(3)]
+    assert sizes == [3, 3, 1]  # each batch asked for only once the last was consumed
+
+
+def test_the_server_holds_events_back_until_more_are_requested(org):
+    sandbox = org()
+    call, responses = _raw_subscribe(
+        sandbox, num_requested=2, replay_preset=messages.ReplayPreset.EARLIEST
+    )
+    for crm_id in lead_ids(sandbox, 5):
+        sandbox.salesforce.edit_as_person(crm_id, {"Rating": "Cold"})
+    delivered = []
+    while len(delivered) < 2:
+        delivered += next(responses).events
+    quiet = next(responses)  # only a keepalive: two were asked for and both sent
+    call.cancel()
+    assert len(delivered) == 2
+    assert (len(quiet.events), quiet.pending_num_requested) == (0, 0)
+    assert quiet.latest_replay_id == delivered[-1].replay_id
+
+
+def test_keepalives_arrive_on_an_idle_stream_with_the_latest_replay_id(org):
+    org()
+    with LeadChangeStream(salesforce()) as stream:
+        listener = Listener(stream)
+        started = time.monotonic()
+        replay_ids = [listener.subscribed() for _ in range(3)]
+        elapsed = time.monotonic() - started
+    assert len(set(replay_ids)) == 1 and len(replay_ids[0]) == 8
+    assert 2 * KEEPALIVE <= elapsed < 3 * KEEPALIVE + 2
+
+
+def test_a_resumed_subscription_gets_exactly_the_events_after_its_replay_id(org):
+    sandbox = org()
+    connector = salesforce()
+    ids = lead_ids(sandbox, 6)
+    with LeadChangeStream(connector) as stream:
+        listener = Listener(stream)
+        listener.subscribed()
+        for crm_id in ids[:3]:
+            sandbox.salesforce.edit_as_person(crm_id, {"Rating": "Warm"})
+        seen = listener.events(3)
+    stored = bytes.fromhex(seen[1].event_id)  # as a listener that stopped after the second
+    for crm_id in ids[3:]:
+        sandbox.salesforce.edit_as_person(crm_id, {"Rating": "Warm"})
+    with LeadChangeStream(connector) as stream:
+        resumed = Listener(stream, stored).events(4)
+    assert [e.crm_id for e in resumed] == ids[2:]
+    assert resumed[0].event_id == seen[2].event_id
+
+
+def test_a_replay_id_survives_a_sandbox_restart_with_a_data_dir(tmp_path, monkeypatch):
+    config = SandboxConfig(
+        leads=5, data_dir=tmp_path / "org", salesforce=SalesforceSettings(pubsub_keepalive_seconds=1)
+    )
+    monkeypatch.setenv("LEADSYNC_SANDBOX_INFO", str(tmp_path / "info.json"))
+    monkeypatch.setenv("LEADSYNC_LEDGER_URL", f"sqlite:///{tmp_path / 'ledger.sqlite3'}")
+    with Sandbox(config) as sandbox:
+        ids = lead_ids(sandbox, 3)
+        start = _tip(sandbox)
+        for crm_id in ids:
+            sandbox.salesforce.edit_as_person(crm_id, {"Rating": "Hot"})
+        sandbox.write_info(tmp_path / "info.json")
+        with LeadChangeStream(salesforce()) as stream:
+            first = Listener(stream, start).events(3)
+    with Sandbox(config) as sandbox:  # a new process's ports; the same database
+        sandbox.write_info(tmp_path / "info.json")
+        sandbox.salesforce.edit_as_person(ids[0], {"Rating": "Cold"})
+        with LeadChangeStream(salesforce()) as stream:
+            after = Listener(stream, bytes.fromhex(first[0].event_id)).events(3)
+    assert [e.crm_id for e in after] == [ids[1], ids[2], ids[0]]
+    assert after[0].event_id == first[1].event_id
+
+
+def test_a_replay_id_past_retention_raises_replay_expired(org):
+    sandbox = org(cdc_retention_hours=0.5 / 3600)  # half a second
+    (crm_id,) = lead_ids(sandbox, 1)
+    start = _tip(sandbox)
+    sandbox.salesforce.edit_as_person(crm_id, {"Rating": "Hot"})
+    sandbox.salesforce.edit_as_person(crm_id, {"Rating": "Warm"})
+    with LeadChangeStream(salesforce()) as stream:
+        (first, _) = Listener(stream, start).events(2)
+    time.sleep(0.6)
+    with LeadChangeStream(salesforce()) as stream:
+        with pytest.raises(ReplayExpired, match=first.event_id) as raised:
+            Listener(stream, bytes.fromhex(first.event_id)).next_batch()
+    assert "scheduled sync" in str(raised.value)
+
+
+def test_an_unknown_replay_id_is_refused_with_salesforces_error_code(org):
+    sandbox = org()
+    call, responses = _raw_subscribe(
+        sandbox, replay_preset=messages.ReplayPreset.CUSTOM, replay_id=(10**9).to_bytes(8, "big")
+    )
+    with pytest.raises(grpc.RpcError) as raised:
+        next(responses)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    trailers = dict(raised.value.trailing_metadata())
+    assert trailers["error-code"] == "sfdc.platform.eventbus.grpc.subscription.fetch.replayid.corrupted"
+    assert "rpcId: " + trailers["rpc-id"] in raised.value.details()
+
+
+def test_a_bad_token_is_refused(org):
+    sandbox = org()
+    connector = salesforce()
+    with LeadChangeStream(connector) as stream:
+        Listener(stream).subscribed()
+        connector.client.session_id = "00Dsandbox!not-a-session"
+        with pytest.raises(AuthenticationFailed, match="Pub/Sub API refused the session"):
+            next(stream.batches())
+    stub, metadata = _stub(sandbox)
+    wrong_org = (*metadata[:2], ("tenantid", "00D000000000001AAA"))
+    with pytest.raises(grpc.RpcError) as raised:
+        stub.GetTopic(messages.TopicRequest(topic_name="/data/LeadChangeEvent"), metadata=wrong_org)
+    assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_an_unknown_topic_and_unknown_request_fields_are_refused(org):
+    stub, metadata = _stub(org())
+    with pytest.raises(grpc.RpcError) as raised:
+        stub.GetTopic(messages.TopicRequest(topic_name="/data/ContactChangeEvent"), metadata=metadata)
+    assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+    assert dict(raised.value.trailing_metadata())["error-code"].endswith("topic.not.found")
+    unknown_field = messages.TopicRequest.FromString(
+        messages.TopicRequest(topic_name="/data/LeadChangeEvent").SerializeToString()
+        + b"\x10\x01"  # field 2, a varint: no such field in TopicRequest
+    )
+    with pytest.raises(grpc.RpcError) as raised:
+        stub.GetTopic(unknown_field, metadata=metadata)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_closing_the_stream_leaves_no_thread_behind(org):
+    org()
+    connector = salesforce()
+    _subscribe_and_close(connector)  # the sandbox's own server threads start here
+    before = set(threading.enumerate())
+    _subscribe_and_close(connector)
+    deadline = time.monotonic() + WAIT
+    while set(threading.enumerate()) - before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert set(threading.enumerate()) - before == set()
+
+
+def _subscribe_and_close(connector: SalesforceConnector) -> None:
+    stream = LeadChangeStream(connector)
+    listener = Listener(stream)
+    listener.subscribed()
+    stream.close()
+    listener.thread.join(timeout=WAIT)
+    assert not listener.thread.is_alive()
+
+
+# --- helpers that speak the Pub/Sub API directly ---------------------------------------------
+
+
+def _stub(sandbox: Sandbox) -> tuple[services.PubSubStub, tuple[tuple[str, str], ...]]:
+    info = sandbox.info
+    with open(info["ca_cert"], "rb") as ca:
+        credentials = grpc.ssl_channel_credentials(ca.read())
+    channel = grpc.secure_channel(info["salesforce"]["pubsub_endpoint"], credentials)
+    metadata = (
+        ("accesstoken", info["salesforce"]["session_id"]),
+        ("instanceurl", info["salesforce"]["instance_url"]),
+        ("tenantid", ORG_ID),
+    )
+    return services.PubSubStub(channel), metadata
+
+
+def _raw_subscribe(sandbox: Sandbox, num_requested: int = 1, **first):
+    stub, metadata = _stub(sandbox)
+    hold_open = threading.Event()
+
+    def requests():
+        yield messages.FetchRequest(
+            topic_name="/data/LeadChangeEvent", num_requested=num_requested, **first
+        )
+        hold_open.wait(WAIT)
+
+    call = stub.Subscribe(requests(), metadata=metadata, timeout=WAIT)
+    return call, iter(call)
+
+
+def _tip(sandbox: Sandbox) -> bytes:
+    return sandbox.salesforce.changes.tip().to_bytes(8, "big")

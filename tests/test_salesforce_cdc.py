@@ -3,14 +3,20 @@
 
 from __future__ import annotations
 
+import json
+import os
 import queue
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import grpc
 import pandas as pd
 import pytest
+from grpc_tools import protoc
 
 from connectors import connector_for
 from connectors.base import AuthenticationFailed
@@ -188,9 +194,8 @@ def test_a_resumed_subscription_gets_exactly_the_events_after_its_replay_id(org)
 
 
 def test_a_replay_id_survives_a_sandbox_restart_with_a_data_dir(tmp_path, monkeypatch):
-    config = SandboxConfig(
-        leads=5, data_dir=tmp_path / "org", salesforce=SalesforceSettings(pubsub_keepalive_seconds=1)
-    )
+    settings = SalesforceSettings(pubsub_keepalive_seconds=1)
+    config = SandboxConfig(leads=5, data_dir=tmp_path / "org", salesforce=settings)
     monkeypatch.setenv("LEADSYNC_SANDBOX_INFO", str(tmp_path / "info.json"))
     monkeypatch.setenv("LEADSYNC_LEDGER_URL", f"sqlite:///{tmp_path / 'ledger.sqlite3'}")
     with Sandbox(config) as sandbox:
@@ -234,7 +239,9 @@ def test_an_unknown_replay_id_is_refused_with_salesforces_error_code(org):
         next(responses)
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     trailers = dict(raised.value.trailing_metadata())
-    assert trailers["error-code"] == "sfdc.platform.eventbus.grpc.subscription.fetch.replayid.corrupted"
+    assert trailers["error-code"] == (
+        "sfdc.platform.eventbus.grpc.subscription.fetch.replayid.corrupted"
+    )
     assert "rpcId: " + trailers["rpc-id"] in raised.value.details()
 
 
@@ -256,7 +263,9 @@ def test_a_bad_token_is_refused(org):
 def test_an_unknown_topic_and_unknown_request_fields_are_refused(org):
     stub, metadata = _stub(org())
     with pytest.raises(grpc.RpcError) as raised:
-        stub.GetTopic(messages.TopicRequest(topic_name="/data/ContactChangeEvent"), metadata=metadata)
+        stub.GetTopic(
+            messages.TopicRequest(topic_name="/data/ContactChangeEvent"), metadata=metadata
+        )
     assert raised.value.code() == grpc.StatusCode.NOT_FOUND
     assert dict(raised.value.trailing_metadata())["error-code"].endswith("topic.not.found")
     unknown_field = messages.TopicRequest.FromString(
@@ -287,6 +296,65 @@ def _subscribe_and_close(connector: SalesforceConnector) -> None:
     stream.close()
     listener.thread.join(timeout=WAIT)
     assert not listener.thread.is_alive()
+
+
+# A client nobody on the project wrote: stubs generated from Salesforce's own published
+# pubsub_api.proto (forcedotcom/pub-sub-api), run in a process of its own (its messages have the
+# same full names as leadsync's, which one process cannot hold twice).
+FOREIGN_CLIENT = """
+import io, json, sys
+import fastavro, grpc
+import pubsub_api_pb2 as pb, pubsub_api_pb2_grpc as rpc
+
+endpoint, ca, token, instance, org = sys.argv[1:]
+channel = grpc.secure_channel(endpoint, grpc.ssl_channel_credentials(open(ca, "rb").read()))
+stub = rpc.PubSubStub(channel)
+auth = (("accesstoken", token), ("instanceurl", instance), ("tenantid", org))
+topic = stub.GetTopic(pb.TopicRequest(topic_name="/data/LeadChangeEvent"), metadata=auth)
+schema = fastavro.parse_schema(json.loads(
+    stub.GetSchema(pb.SchemaRequest(schema_id=topic.schema_id), metadata=auth).schema_json))
+first = pb.FetchRequest(topic_name=topic.topic_name, replay_preset=pb.ReplayPreset.EARLIEST,
+                        num_requested=1)
+for response in stub.Subscribe(iter([first]), metadata=auth):
+    if response.events:
+        payload = response.events[0].event.payload
+        print(json.dumps(fastavro.schemaless_reader(io.BytesIO(payload), schema, schema)[
+            "ChangeEventHeader"]))
+        break
+"""
+
+
+@pytest.mark.skipif(
+    not Path(os.environ.get("SALESFORCE_PUBSUB_PROTO", "/nonexistent")).is_file(),
+    reason="SALESFORCE_PUBSUB_PROTO names no copy of Salesforce's pubsub_api.proto",
+)
+def test_a_client_generated_from_salesforces_own_proto_reads_the_sandbox(org, tmp_path):
+    sandbox = org()
+    (crm_id,) = lead_ids(sandbox, 1)
+    sandbox.salesforce.edit_as_person(crm_id, {"Rating": "Hot"})
+    proto = Path(os.environ["SALESFORCE_PUBSUB_PROTO"])
+    compile_proto = ["protoc", f"-I{proto.parent}", f"--python_out={tmp_path}"]
+    assert protoc.main([*compile_proto, f"--grpc_python_out={tmp_path}", str(proto)]) == 0
+    info = sandbox.info
+    arguments = [
+        info["salesforce"]["pubsub_endpoint"],
+        info["ca_cert"],
+        info["salesforce"]["session_id"],
+        info["salesforce"]["instance_url"],
+        ORG_ID,
+    ]
+    ran = subprocess.run(
+        [sys.executable, "-c", FOREIGN_CLIENT, *arguments],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=WAIT * 3,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+    )
+    assert ran.returncode == 0, ran.stderr
+    header = json.loads(ran.stdout)
+    assert (header["recordIds"], header["changeType"]) == ([crm_id], "UPDATE")
+    assert header["changedFields"]  # a bitmap of Rating and LastModifiedDate
 
 
 # --- helpers that speak the Pub/Sub API directly ---------------------------------------------

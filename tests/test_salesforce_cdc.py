@@ -24,6 +24,7 @@ from connectors.events import LeadEvent
 from connectors.salesforce import SalesforceConnector
 from connectors.salesforce.cdc import LeadChangeStream, ReplayExpired
 from connectors.salesforce.pubsub_proto import messages, services
+from connectors.settings import ConnectorSettings
 from sandbox.run import Sandbox, SandboxConfig
 from sandbox.salesforce import SalesforceSettings
 from sandbox.salesforce.api import ORG_ID
@@ -117,6 +118,22 @@ def test_leadsyncs_own_writes_come_back_as_echoes_and_a_persons_edit_does_not(or
     assert (status.crm_id, status.kind, status.echo) == (second, "changed", False)
     assert edit.source == "salesforce" and edit.occurred_at.tz is not None
     assert len({e.event_id for e in [*echoes, edit, status]}) == 4
+
+
+def test_writes_through_a_bulk_api_ingest_job_come_back_as_echoes(org):
+    sandbox = org()
+    bulk = SalesforceConnector(
+        salesforce().client, settings=ConnectorSettings(salesforce_bulk_threshold=2)
+    )
+    ids = lead_ids(sandbox, 3)
+    with LeadChangeStream(bulk) as stream:
+        listener = Listener(stream)
+        listener.subscribed()
+        report = bulk.write(pd.DataFrame({"crm_id": ids, "score": 12.0}))
+        echoes = listener.events(3)
+    assert bulk.usage().writes >= 3  # an ingest job: create, upload, close
+    assert report["error"].isna().all()
+    assert sorted((e.crm_id, e.kind, e.echo) for e in echoes) == [(i, "changed", True) for i in ids]
 
 
 def test_a_persons_create_and_delete_arrive_as_created_and_deleted(org):

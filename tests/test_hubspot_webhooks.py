@@ -18,6 +18,7 @@ import pytest
 import requests
 import uvicorn
 from hubspot import HubSpot
+from hubspot.webhooks.exceptions import ApiException as WebhooksApiException
 
 from connectors.credentials import HubSpotCredentials
 from connectors.events import LeadEvent
@@ -66,6 +67,7 @@ class Wire:
     def __init__(self, app, slow_answers: int = 0, delay: float = 0.0):
         self.app, self.slow_answers, self.delay = app, slow_answers, delay
         self.deliveries: list[list[dict]] = []
+        self.in_flight = self.peak_in_flight = 0  # requests being answered at once
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -86,7 +88,12 @@ class Wire:
                 await asyncio.sleep(self.delay)
             await send(message)
 
-        await self.app(scope, recording_receive, held_send)
+        self.in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        try:
+            await self.app(scope, recording_receive, held_send)
+        finally:
+            self.in_flight -= 1
 
 
 @dataclass
@@ -175,6 +182,11 @@ def connector_for(sandbox: Sandbox) -> HubSpotConnector:
 
 def contact_ids(sandbox: Sandbox) -> list[str]:
     return [str(row["hs_object_id"]) for row in sandbox.hubspot.table.select(order_by="1")]
+
+
+def edit_status(sandbox: Sandbox, crm_id: str) -> None:
+    """A person sets another qualification status on the contact."""
+    sandbox.hubspot.edit_as_person(crm_id, {"leadsync_status": another_status(sandbox, crm_id)})
 
 
 def another_status(sandbox: Sandbox, crm_id: str) -> str:
@@ -296,8 +308,7 @@ def test_an_event_delivered_again_reaches_the_sink_once(hooked):
     5 s), so it delivers again; the receiver already handed the event on."""
     hook = hooked(leads=1, slow_answers=1, delay=1.0)
     [crm_id] = contact_ids(hook.sandbox)
-    status = another_status(hook.sandbox, crm_id)
-    hook.sandbox.hubspot.edit_as_person(crm_id, {"leadsync_status": status})
+    edit_status(hook.sandbox, crm_id)
     hook.sink.wait_for(1)
     deadline = time.monotonic() + 5
     while len(hook.wire.deliveries) < 2 and time.monotonic() < deadline:
@@ -322,3 +333,109 @@ def test_more_than_a_hundred_changes_arrive_in_batches_of_at_most_a_hundred(hook
     sizes = [len(delivery) for delivery in hook.wire.deliveries]
     assert sum(sizes) == 150 and max(sizes) <= 100 and len(sizes) >= 2
     assert all(e.echo for e in events)
+
+
+def developer_client(sandbox: Sandbox, api_key: str | None = None) -> HubSpot:
+    hubspot = sandbox.info["hubspot"]
+    return HubSpot(
+        api_key=api_key or hubspot["developer_api_key"],
+        host=hubspot["base_url"],
+        ssl_ca_cert=sandbox.info["ca_cert"],
+    )
+
+
+def test_the_webhooks_api_wants_the_developer_key_and_only_fields_it_knows(
+    start_sandbox, trusted_session
+):
+    sandbox = start_sandbox()
+    hubspot = sandbox.info["hubspot"]
+    app_id = hubspot["app_id"]
+    with pytest.raises(WebhooksApiException) as refused:
+        developer_client(sandbox, "not-the-key").webhooks.subscriptions_api.get_all(app_id)
+    assert refused.value.status == 401
+    assert json.loads(refused.value.body)["category"] == "INVALID_AUTHENTICATION"
+
+    url = f"{hubspot['base_url']}/webhooks/v3/{app_id}/subscriptions"
+    key = {"hapikey": hubspot["developer_api_key"]}
+    session = trusted_session(sandbox)
+    bodies = {
+        "unknown field": {"eventType": "contact.creation", "active": True, "filter": "x"},
+        "unknown property": {"eventType": "contact.propertyChange", "propertyName": "nope"},
+        "property on a creation": {"eventType": "contact.creation", "propertyName": "email"},
+        "no property": {"eventType": "contact.propertyChange"},
+        "another object": {"eventType": "deal.creation"},
+    }
+    answers = {name: session.post(url, params=key, json=body) for name, body in bodies.items()}
+    assert {name: a.status_code for name, a in answers.items()} == dict.fromkeys(bodies, 400)
+    assert all(a.json()["category"] == "VALIDATION_ERROR" for a in answers.values())
+    assert developer_client(sandbox).webhooks.subscriptions_api.get_all(app_id).results == []
+
+
+def test_subscriptions_pause_and_resume_in_a_batch_and_a_paused_one_sends_nothing(hooked):
+    hook = hooked(leads=1)
+    app_id = hook.sandbox.info["hubspot"]["app_id"]
+    api = developer_client(hook.sandbox).webhooks.subscriptions_api
+    every = api.get_all(app_id).results
+    paused = api.update_batch(
+        app_id, {"inputs": [{"id": int(s.id), "active": False} for s in every]}
+    )
+    assert len(paused.results) == len(every) and not any(s.active for s in paused.results)
+    [crm_id] = contact_ids(hook.sandbox)
+    edit_status(hook.sandbox, crm_id)
+    hook.settle()
+    assert hook.wire.deliveries == []
+
+    subscribe(
+        app_id,
+        hook.sandbox.info["hubspot"]["developer_api_key"],
+        hook.url,
+        subscribed_properties(MAPPING),
+        host=hook.sandbox.info["hubspot"]["base_url"],
+        ca_bundle=hook.sandbox.info["ca_cert"],
+    )
+    assert all(s.active for s in api.get_all(app_id).results)
+    edit_status(hook.sandbox, crm_id)
+    assert [e.kind for e in hook.sink.wait_for(1)] == ["changed"]
+
+
+def test_without_a_target_url_nothing_is_sent(hooked):
+    hook = hooked(leads=1)
+    app_id = hook.sandbox.info["hubspot"]["app_id"]
+    developer_client(hook.sandbox).webhooks.settings_api.clear(app_id)
+    [crm_id] = contact_ids(hook.sandbox)
+    edit_status(hook.sandbox, crm_id)
+    hook.settle()
+    assert hook.wire.deliveries == [] and hook.sandbox.hubspot.webhooks.delivery.idle()
+
+
+def test_a_target_that_never_answers_gets_ten_retries_then_nothing(start_sandbox):
+    sandbox = start_sandbox(leads=1, hubspot=HubSpotSettings(webhook_retry_scale=0.00001))
+    hubspot = sandbox.info["hubspot"]
+    closed = socket.socket()  # a port nothing listens on
+    closed.bind(("127.0.0.1", 0))
+    url = f"http://127.0.0.1:{closed.getsockname()[1]}{PATH}"
+    closed.close()
+    subscribe(
+        hubspot["app_id"],
+        hubspot["developer_api_key"],
+        url,
+        ["leadsync_status"],
+        host=hubspot["base_url"],
+        ca_bundle=sandbox.info["ca_cert"],
+    )
+    [crm_id] = contact_ids(sandbox)
+    edit_status(sandbox, crm_id)
+    delivery = sandbox.hubspot.webhooks.delivery
+    deadline = time.monotonic() + 10
+    while not delivery.idle() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert (delivery.failures, delivery.abandoned, delivery.deliveries) == (11, 1, 0)
+
+
+def test_no_more_deliveries_at_once_than_the_settings_allow(hooked):
+    hook = hooked(leads=20, slow_answers=1_000, delay=0.2)  # subscribed with at most 5 at once
+    for crm_id in contact_ids(hook.sandbox):  # an edit every 20 ms, each answer after 200 ms
+        edit_status(hook.sandbox, crm_id)
+        time.sleep(0.02)
+    assert len(hook.sink.wait_for(20)) == 20
+    assert hook.wire.peak_in_flight == 5

@@ -277,6 +277,26 @@ def test_a_bad_token_is_refused(org):
     assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
+def test_an_expired_session_is_renewed_with_the_connectors_sign_in(org, monkeypatch):
+    sandbox = org()
+    info = sandbox.info["salesforce"]
+    jwt_bearer = {
+        "SALESFORCE_CONSUMER_KEY": info["client_id"],
+        "SALESFORCE_USERNAME": info["username"],
+        "SALESFORCE_PRIVATE_KEY_FILE": info["private_key_file"],
+        "SALESFORCE_SANDBOX_URL": info["instance_url"],
+        "LEADSYNC_CA_BUNDLE": sandbox.info["ca_cert"],
+    }
+    for name, value in jwt_bearer.items():
+        monkeypatch.setenv(name, value)
+    with LeadChangeStream(salesforce()) as stream:
+        Listener(stream).subscribed()
+        issued = sandbox.salesforce.sign_in.issued
+        sandbox.salesforce.sign_in.expire_sessions()
+        assert Listener(stream).subscribed()
+    assert sandbox.salesforce.sign_in.issued == issued + 1
+
+
 def test_an_unknown_topic_and_unknown_request_fields_are_refused(org):
     stub, metadata = _stub(org())
     with pytest.raises(grpc.RpcError) as raised:

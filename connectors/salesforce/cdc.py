@@ -102,9 +102,7 @@ class LeadChangeStream:
     def batches(self, replay_id: bytes | None = None) -> Iterator[tuple[list[LeadEvent], bytes]]:
         """The events after `replay_id` (from the latest, when None), a FetchResponse at a time,
         with the replay id to resume from after them; runs until closed."""
-        metadata = self._metadata()
-        topic = self._unary(self._stub.GetTopic, messages.TopicRequest(topic_name=TOPIC), metadata)
-        self._schema(topic.schema_id, metadata)
+        metadata = self._signed_in()
         requests = _Requests(_first_request(replay_id, self.batch_size))
         call = self._stub.Subscribe(iter(requests), metadata=metadata)
         self._calls.append(call)
@@ -160,6 +158,22 @@ class LeadChangeStream:
         return self._schemas[schema_id]
 
     # --- calls -------------------------------------------------------------------------------
+
+    def _signed_in(self) -> tuple[tuple[str, str], ...]:
+        """The calls' metadata, checked by reading the topic and its schema; a session the
+        Pub/Sub API refuses is renewed once, as the connector renews its REST session."""
+        client = self.connector.client
+        try:
+            return self._read_topic(self._metadata())
+        except AuthenticationFailed:
+            if not self.connector.renew_session(client):
+                raise
+            return self._read_topic(self._metadata())
+
+    def _read_topic(self, metadata: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+        topic = self._unary(self._stub.GetTopic, messages.TopicRequest(topic_name=TOPIC), metadata)
+        self._schema(topic.schema_id, metadata)
+        return metadata
 
     def _metadata(self) -> tuple[tuple[str, str], ...]:
         if not self._org_id:

@@ -311,13 +311,21 @@ class SalesforceConnector:
         try:
             return request()
         except SalesforceExpiredSession:
-            if self._renew is None:
+            if not self.renew_session(client):
                 raise
-            with self._renewing:
-                if self.client is client:  # else another call renewed it meanwhile
-                    log.info("Salesforce session expired; signing in again")
-                    self.client = self._renew()
             return request()
+
+    def renew_session(self, refused: Salesforce) -> bool:
+        """Sign in again because Salesforce refused the session of the client `refused` (unless
+        another call renewed it meanwhile); False if the sign-in mode cannot (a session given
+        as it is)."""
+        if self._renew is None:
+            return False
+        with self._renewing:
+            if self.client is refused:
+                log.info("Salesforce session expired; signing in again")
+                self.client = self._renew()
+        return True
 
     def _count(self, response: requests.Response, *args, **kwargs) -> None:
         if signin.is_sign_in(response.request.path_url):

@@ -18,6 +18,7 @@ import pytest
 import requests
 import uvicorn
 from hubspot import HubSpot
+from hubspot.utils.signature import Signature
 from hubspot.webhooks.exceptions import ApiException as WebhooksApiException
 
 from connectors.credentials import HubSpotCredentials
@@ -29,7 +30,7 @@ from connectors.mapping import load_mapping
 from expectations.frame import QUALIFICATION_STATUSES
 from sandbox.hubspot import HubSpotSettings
 from sandbox.hubspot.delivery import signature_headers
-from sandbox.run import Sandbox
+from sandbox.run import Sandbox, SandboxConfig
 
 MAPPING = load_mapping(DEFAULT_MAPPING)
 PATH = "/hubspot/webhooks"
@@ -67,6 +68,7 @@ class Wire:
     def __init__(self, app, slow_answers: int = 0, delay: float = 0.0):
         self.app, self.slow_answers, self.delay = app, slow_answers, delay
         self.deliveries: list[list[dict]] = []
+        self.raw: list[tuple[dict[str, str], bytes]] = []  # each delivery's headers and body
         self.in_flight = self.peak_in_flight = 0  # requests being answered at once
 
     async def __call__(self, scope, receive, send) -> None:
@@ -79,7 +81,10 @@ class Wire:
             message = await receive()
             chunks.append(message.get("body", b""))
             if not message.get("more_body"):  # recorded before the receiver hands events on
-                body = json.loads(b"".join(chunks) or b"null")
+                raw = b"".join(chunks)
+                headers = {name.decode(): value.decode() for name, value in scope["headers"]}
+                self.raw.append((headers, raw))
+                body = json.loads(raw or b"null")
                 self.deliveries.append(body if isinstance(body, list) else [])
             return message
 
@@ -254,6 +259,14 @@ def test_a_person_setting_the_status_is_a_change_not_an_echo(hooked):
     [[payload]] = hook.wire.deliveries
     assert payload["changeSource"] == "CRM_UI" and payload["sourceId"].startswith("userId:")
     assert payload["propertyValue"] == status
+    [(headers, body)] = hook.wire.raw
+    secret, text = hook.sandbox.info["hubspot"]["client_secret"], body.decode()
+    timestamp = headers["x-hubspot-request-timestamp"]
+    v3 = headers["x-hubspot-signature-v3"]
+    assert Signature.is_valid(v3, secret, text, hook.url, "POST", "v3", timestamp)
+    assert headers["x-hubspot-signature-version"] == "v1"
+    assert Signature.is_valid(headers["x-hubspot-signature"], secret, text, signature_version="v1")
+    assert headers["content-type"] == "application/json"
     assert abs(event.occurred_at - pd.Timestamp.now(tz="UTC")) < pd.Timedelta(seconds=10)
 
 
@@ -439,3 +452,24 @@ def test_no_more_deliveries_at_once_than_the_settings_allow(hooked):
         time.sleep(0.02)
     assert len(hook.sink.wait_for(20)) == 20
     assert hook.wire.peak_in_flight == 5
+
+
+def test_settings_and_subscriptions_outlive_a_restart(tmp_path):
+    config = SandboxConfig(leads=0, data_dir=tmp_path)
+    with Sandbox(config) as sandbox:
+        hubspot = sandbox.info["hubspot"]
+        subscribe(
+            hubspot["app_id"],
+            hubspot["developer_api_key"],
+            "https://leadsync.example/hook",
+            ["leadsync_status"],
+            host=hubspot["base_url"],
+            ca_bundle=sandbox.info["ca_cert"],
+        )
+        before = developer_client(sandbox).webhooks.subscriptions_api.get_all(hubspot["app_id"])
+    with Sandbox(config) as sandbox:
+        api = developer_client(sandbox).webhooks
+        after = api.subscriptions_api.get_all(hubspot["app_id"])
+        assert after.results == before.results
+        target = api.settings_api.get_all(hubspot["app_id"]).target_url
+        assert target == "https://leadsync.example/hook"

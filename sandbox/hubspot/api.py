@@ -144,6 +144,7 @@ class HubSpotApi:
                 timeout_seconds=settings.webhook_timeout_seconds,
             ),
             lambda: self.properties,
+            db,
         )
         self._integration = webhooks.ChangeSource("INTEGRATION", str(settings.app_id))
         # 429s sent, by policy: TEN_SECONDLY_ROLLING, SECONDLY, DAILY, and "injected" (faults).

@@ -131,7 +131,10 @@ class Delivery:
                     return
                 target, events = batch
                 thread = threading.Thread(
-                    target=self._deliver, args=(target, events), name="hubspot-webhook-post"
+                    target=self._deliver,
+                    args=(target, events),
+                    name="hubspot-webhook-post",
+                    daemon=True,
                 )
                 self._in_flight.add(thread)
                 self.peak_in_flight = max(self.peak_in_flight, len(self._in_flight))

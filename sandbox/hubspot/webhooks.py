@@ -11,19 +11,21 @@ Every committed contact change (`publish`) makes one event per active subscripti
 a creation, a deletion, a change of a subscribed property's value. A write with one of the app's
 tokens is `changeSource: "INTEGRATION"` with the app's id as `sourceId`; an edit in the UI
 (`HubSpotApi.edit_as_person`) is `"CRM_UI"` with `"userId:<n>"`. Settings and subscriptions are
-kept in memory, for the life of the sandbox.
+kept with the contacts (across restarts, for a sandbox in a data directory); events waiting for
+delivery are not.
 """
 
 from __future__ import annotations
 
 import hmac
 import itertools
+import json
 import re
 import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -38,6 +40,7 @@ from sandbox.hubspot.schema import (
     iso_millis,
     render,
 )
+from sandbox.store import Database, Table
 
 PREFIX = "/webhooks/v3/"
 APP = r"/webhooks/v3/(?P<app>[^/]+)"
@@ -114,13 +117,16 @@ class Webhooks:
     """The app's webhook settings and subscriptions, and the events they make."""
 
     def __init__(
-        self, app: WebhookApp, properties: Callable[[], Mapping[str, Mapping[str, Any]]]
+        self,
+        app: WebhookApp,
+        properties: Callable[[], Mapping[str, Mapping[str, Any]]],
+        db: Database,
     ):
-        self.app, self._properties = app, properties
-        self._settings: dict[str, Any] | None = None
-        self._subscriptions: dict[int, Subscription] = {}
+        self.app, self._properties, self._db = app, properties, db
+        self._state = Table(db, "webhook_state", "name", {"name": "TEXT", "value": "TEXT"})
+        self._settings, self._subscriptions = self._load()
         self._lock = threading.Lock()
-        self._subscription_ids = itertools.count(1_000_001)
+        self._subscription_ids = itertools.count(max(self._subscriptions, default=1_000_000) + 1)
         self._event_ids = itertools.count(_millis() * 1000)  # unique across restarts
         self.delivery = Delivery(
             app.client_secret, self.target, app.retry_scale, app.timeout_seconds, app.app_id
@@ -217,12 +223,14 @@ class Webhooks:
                 "updatedAt": iso_millis(now),
             }
             settings = self._settings
+            self._save()
         self.delivery.enqueue([])  # wakes deliveries waiting for a target or a free slot
         return Response(200, settings)
 
     def _clear_settings(self, request: Request, match: re.Match) -> Response:
         with self._lock:
             self._settings = None
+            self._save()
         return Response(204)
 
     # --- subscriptions -----------------------------------------------------------------------
@@ -252,6 +260,7 @@ class Webhooks:
                 next(self._subscription_ids), event_type, property_name, active, now, now
             )
             self._subscriptions[subscription.id] = subscription
+            self._save()
         return Response(201, subscription.body())
 
     def _subscribed_to(self, body: dict[str, Any]) -> tuple[str, str | None]:
@@ -291,6 +300,7 @@ class Webhooks:
     def _delete(self, request: Request, match: re.Match) -> Response:
         with self._lock:
             removed = self._subscriptions.pop(_subscription_id(match["id"]), None)
+            self._save()
         return Response(204) if removed else _not_found(match["id"])
 
     def _batch_update(self, request: Request, match: re.Match) -> Response:
@@ -344,7 +354,27 @@ class Webhooks:
                 )
                 self._subscriptions[current.id] = changed
                 updated.append(changed)
+            self._save()
         return updated
+
+    # --- storage -----------------------------------------------------------------------------
+
+    def _load(self) -> tuple[dict[str, Any] | None, dict[int, Subscription]]:
+        row = self._state.get("state")
+        state = json.loads(row["value"]) if row else {"settings": None, "subscriptions": []}
+        subscriptions = [Subscription(**fields) for fields in state["subscriptions"]]
+        return state["settings"], {s.id: s for s in subscriptions}
+
+    def _save(self) -> None:
+        """Holding the lock: settings and subscriptions as they are now."""
+        state = {
+            "settings": self._settings,
+            "subscriptions": [asdict(s) for s in self._subscriptions.values()],
+        }
+        value = json.dumps(state)
+        with self._db.transaction() as connection:
+            if not self._state.update(connection, "state", {"value": value}):
+                self._state.insert(connection, {"name": "state", "value": value})
 
     # --- events ------------------------------------------------------------------------------
 

@@ -39,13 +39,15 @@ FAST = HubSpotSettings(webhook_retry_scale=0.004, webhook_timeout_seconds=0.5)
 
 
 class Collected:
-    """An EventSink that keeps what it is handed, batch by batch."""
+    """An EventSink that keeps what it is handed, batch by batch, taking `seconds` for each."""
 
-    def __init__(self) -> None:
+    def __init__(self, seconds: float = 0.0) -> None:
         self.batches: list[list[LeadEvent]] = []
+        self.seconds = seconds
         self._condition = threading.Condition()
 
     def __call__(self, events: list[LeadEvent]) -> None:
+        time.sleep(self.seconds)
         with self._condition:
             self.batches.append(events)
             self._condition.notify_all()
@@ -121,10 +123,12 @@ def hooked(start_sandbox) -> Iterator[Callable[..., Hooked]]:
     """A sandbox whose app is subscribed to the leads' properties, delivering to the receiver."""
     servers = []
 
-    def start(leads: int = 3, slow_answers: int = 0, delay: float = 0.0) -> Hooked:
+    def start(
+        leads: int = 3, slow_answers: int = 0, delay: float = 0.0, sink_seconds: float = 0.0
+    ) -> Hooked:
         sandbox = start_sandbox(leads=leads, hubspot=FAST)
         hubspot = sandbox.info["hubspot"]
-        sink = Collected()
+        sink = Collected(sink_seconds)
         listener = socket.socket()  # a free port, known before the app is built
         listener.bind(("127.0.0.1", 0))
         url = f"http://127.0.0.1:{listener.getsockname()[1]}{PATH}"
@@ -332,6 +336,15 @@ def test_an_event_delivered_again_reaches_the_sink_once(hooked):
     assert attempts == [[0], [1]]
     assert hook.wire.deliveries[0][0]["eventId"] == hook.wire.deliveries[1][0]["eventId"]
     assert len(hook.sink.events) == 1
+
+
+def test_a_slow_sink_does_not_slow_the_answer(hooked):
+    hook = hooked(leads=1, sink_seconds=1.0)  # twice as long as the sandbox waits for an answer
+    [crm_id] = contact_ids(hook.sandbox)
+    edit_status(hook.sandbox, crm_id)
+    assert len(hook.sink.wait_for(1)) == 1
+    delivery = hook.sandbox.hubspot.webhooks.delivery
+    assert (delivery.deliveries, delivery.failures) == (1, 0)
 
 
 def test_more_than_a_hundred_changes_arrive_in_batches_of_at_most_a_hundred(hooked):

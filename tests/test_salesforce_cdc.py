@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import queue
@@ -13,6 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import fastavro
 import grpc
 import pandas as pd
 import pytest
@@ -22,12 +24,13 @@ from connectors import connector_for
 from connectors.base import AuthenticationFailed
 from connectors.events import LeadEvent
 from connectors.salesforce import SalesforceConnector
-from connectors.salesforce.cdc import LeadChangeStream, ReplayExpired
+from connectors.salesforce.cdc import LeadChangeStream, ReplayExpired, fields_in
 from connectors.salesforce.pubsub_proto import messages, services
 from connectors.settings import ConnectorSettings
 from sandbox.run import Sandbox, SandboxConfig
 from sandbox.salesforce import SalesforceSettings
-from sandbox.salesforce.api import ORG_ID
+from sandbox.salesforce import changes
+from sandbox.salesforce.api import ORG_ID, USER_ID
 
 KEEPALIVE = 0.3  # seconds; Salesforce's is 270
 WAIT = 10.0  # the longest any test waits for a batch
@@ -118,6 +121,27 @@ def test_leadsyncs_own_writes_come_back_as_echoes_and_a_persons_edit_does_not(or
     assert (status.crm_id, status.kind, status.echo) == (second, "changed", False)
     assert edit.source == "salesforce" and edit.occurred_at.tz is not None
     assert len({e.event_id for e in [*echoes, edit, status]}) == 4
+
+
+def test_one_collection_write_is_one_transaction_with_its_fields_in_the_bitmaps(org):
+    sandbox = org()
+    first, second = lead_ids(sandbox, 2)
+    salesforce().write(pd.DataFrame({"crm_id": [first, second], "reason": "fit", "score": 5.0}))
+    sandbox.salesforce.edit_as_person(first, {"Lead_Score__c": None})
+    schema = json.loads(changes.SCHEMA_JSON)
+    names = [field["name"] for field in schema["fields"]]
+    headers = [
+        fastavro.schemaless_reader(io.BytesIO(payload), changes.PARSED_SCHEMA)["ChangeEventHeader"]
+        for _, payload in sandbox.salesforce.changes.after(0, 10)
+    ]
+    write, edit = headers[:2], headers[2]
+    assert [(h["recordIds"], h["sequenceNumber"]) for h in write] == [([first], 1), ([second], 2)]
+    assert write[0]["transactionKey"] == write[1]["transactionKey"] != edit["transactionKey"]
+    assert (write[0]["commitUser"], write[0]["nulledFields"]) == (USER_ID, [])
+    written = {"Qualification_Reason__c", "Lead_Score__c", "LastModifiedDate"}
+    assert fields_in(write[0]["changedFields"], names) == written
+    assert fields_in(edit["changedFields"], names) == {"Lead_Score__c", "LastModifiedDate"}
+    assert fields_in(edit["nulledFields"], names) == {"Lead_Score__c"}
 
 
 def test_writes_through_a_bulk_api_ingest_job_come_back_as_echoes(org):

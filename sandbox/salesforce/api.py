@@ -103,7 +103,7 @@ class SalesforceApi:
         self._lock = threading.Lock()
         self._last_stamp = self._latest_stamp()
         self.bulk = BulkJobs(
-            db,
+            self.changes.transaction,
             self.table,
             self._matching_rowids,
             {"update": self._update_record, "insert": self._create_record},
@@ -146,7 +146,7 @@ class SalesforceApi:
         row, missing = self._existing(crm_id)
         if missing:
             raise LookupError(f"no lead {crm_id} to edit")
-        with self.db.transaction() as connection:
+        with self.changes.transaction() as connection:
             result = self._write_update(connection, row["Id"], fields, Author(user_id, ""))
         if not result.success:
             raise ValueError(f"edit of {crm_id} refused: {result.as_json()['errors']}")
@@ -327,13 +327,13 @@ class SalesforceApi:
         row, missing = self._existing(match["id"])
         if missing:
             return missing
-        with self.db.transaction() as connection:
+        with self.changes.transaction() as connection:
             result = self._write_update(connection, row["Id"], values)
         return Response(204) if result.success else _errors(400, result.errors)
 
     def _create(self, request: Request, version: str, match: re.Match) -> Response:
         values = _body_object(request)
-        with self.db.transaction() as connection:
+        with self.changes.transaction() as connection:
             result = self._write_create(connection, values)
         if not result.success:
             return _errors(400, result.errors)
@@ -350,7 +350,7 @@ class SalesforceApi:
 
     def _delete_record(self, record_id: str, author: Author) -> None:
         stamp = self._next_stamp()
-        with self.db.transaction() as connection:
+        with self.changes.transaction() as connection:
             self.table.update(
                 connection,
                 record_id,
@@ -400,7 +400,7 @@ class SalesforceApi:
             return _error(400, "INVALID_TYPE", _type_message(_record_type(wrong_type)))
         results: list[WriteResult] = []
         try:
-            with self.db.transaction() as connection:
+            with self.changes.transaction() as connection:
                 results = [write(connection, record) for record in records]
                 if body.get("allOrNone") and not all(result.success for result in results):
                     raise _RollBack

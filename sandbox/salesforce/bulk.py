@@ -24,6 +24,7 @@ import threading
 import time
 from array import array
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ from sandbox.http import Request, Response
 from sandbox.salesforce import schema, soql
 from sandbox.salesforce.bulk_files import JobFiles
 from sandbox.salesforce.schema import Field, FieldError, WriteResult
-from sandbox.store import Database, Table
+from sandbox.store import Table
 
 DEFAULT_MAX_RECORDS = 50_000  # Salesforce sizes pages itself when maxRecords is absent
 FETCH_CHUNK = 2_000  # rowids per SELECT while rendering a page (SQLite caps bound variables)
@@ -118,7 +119,7 @@ class BulkJobs:
 
     def __init__(
         self,
-        db: Database,
+        transaction: Callable[[], AbstractContextManager[sqlite3.Connection]],
         table: Table,
         select: Callable[[soql.Query, bool], array],
         writers: dict[str, Writer],
@@ -126,9 +127,11 @@ class BulkJobs:
         directory: Path | None = None,
         refuse: Callable[[str], Response | None] = lambda text: None,
     ):
-        """`directory`: where jobs keep their data (None: a temporary directory); `refuse`:
+        """`transaction`: a write transaction of the org's database; `directory`: where jobs
+        keep their data (None: a temporary directory); `refuse`:
         the org's answer to a query the user may not run (a field it cannot read), or None."""
-        self.db, self.table, self.select, self.writers = db, table, select, writers
+        self.transaction, self.table = transaction, table
+        self.select, self.writers = select, writers
         self.refuse = refuse
         self.job_seconds = job_seconds  # how long each job takes, as its polls see it
         self.files = JobFiles(directory)
@@ -379,7 +382,7 @@ class BulkJobs:
         created = "true" if job.operation == "insert" else "false"
         write = self.writers[job.operation]
         for chunk in _chunks(rows, INGEST_CHUNK):
-            with self.db.transaction() as connection:
+            with self.transaction() as connection:
                 for row in chunk:
                     result = _write_row(write, connection, header, row)
                     if result.success:

@@ -18,7 +18,9 @@ import sqlite3
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
@@ -121,6 +123,14 @@ class Author:
     origin: str
 
 
+@dataclass
+class Transaction:
+    """One write transaction's events: one transactionKey, numbered from 1 (sequenceNumber)."""
+
+    key: str = field(default_factory=lambda: str(uuid.uuid4()))
+    events: int = 0
+
+
 @dataclass(frozen=True)
 class Change:
     change_type: str
@@ -166,6 +176,18 @@ class ChangeLog:
         )
         self._appended = threading.Condition()
         self._generation = 0  # counts appends (and wake-ups), so a waiter misses none
+        self._transaction: Transaction | None = None  # the open one (the database lock's holder)
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction of the org's database (`Database.transaction`), whose change
+        events share one transactionKey and are numbered in order, as in Salesforce."""
+        with self.db.transaction() as connection:
+            self._transaction = Transaction()
+            try:
+                yield connection
+            finally:
+                self._transaction = None
 
     # --- appending ---------------------------------------------------------------------------
 
@@ -203,11 +225,14 @@ class ChangeLog:
         self._append(connection, stamp, Change("DELETE", record_id, {}, [], [], author))
 
     def _append(self, connection: sqlite3.Connection, committed_at: int, change: Change) -> None:
+        transaction = self._transaction or Transaction()
+        transaction.events += 1
         event = {
             "changeType": change.change_type,
             "recordIds": [change.record_id],
             "changeOrigin": change.author.origin,
-            "transactionKey": str(uuid.uuid4()),
+            "transactionKey": transaction.key,
+            "sequenceNumber": transaction.events,
             "commitUser": change.author.user_id,
             "changedFields": change.changed,
             "nulledFields": change.nulled,
@@ -289,7 +314,7 @@ def encode(event: dict[str, Any], position: int, committed_at: int) -> bytes:
         "changeType": event["changeType"],
         "changeOrigin": event["changeOrigin"],
         "transactionKey": event["transactionKey"],
-        "sequenceNumber": 1,
+        "sequenceNumber": event["sequenceNumber"],
         "commitTimestamp": committed_at,
         "commitNumber": position,
         "commitUser": event["commitUser"],
@@ -298,8 +323,8 @@ def encode(event: dict[str, Any], position: int, committed_at: int) -> bytes:
         "changedFields": bitmap(event["changedFields"]),
     }
     record = {"ChangeEventHeader": header}
-    for field in EVENT_FIELDS:
-        record[field.name] = _avro_value(field, event["values"].get(field.name))
+    for lead_field in EVENT_FIELDS:
+        record[lead_field.name] = _avro_value(lead_field, event["values"].get(lead_field.name))
     buffer = io.BytesIO()
     fastavro.schemaless_writer(buffer, PARSED_SCHEMA, record)
     return buffer.getvalue()

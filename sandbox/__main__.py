@@ -26,6 +26,7 @@ def main(argv: list[str] | None = None) -> None:
         data_dir=data_dir,
         salesforce_port=args.salesforce_port,
         hubspot_port=args.hubspot_port,
+        salesforce_pubsub_port=args.salesforce_pubsub_port,
         faults=fault_plan(args),
         salesforce=SalesforceSettings(
             daily_limit=args.salesforce_daily_limit, session_ttl=args.session_ttl
@@ -46,6 +47,7 @@ def main(argv: list[str] | None = None) -> None:
             f"Salesforce sandbox: {sandbox.salesforce.base_url} "
             f"({sandbox.salesforce.lead_count():,} leads)"
         )
+        print(f"Salesforce Pub/Sub: {sandbox.salesforce_pubsub.endpoint} (Change Data Capture)")
         print(
             f"HubSpot sandbox:    {sandbox.hubspot.base_url} "
             f"({sandbox.hubspot.contact_count():,} contacts)"
@@ -129,6 +131,9 @@ def _parser() -> argparse.ArgumentParser:
     ports = serve.add_argument_group("ports")
     ports.add_argument("--salesforce-port", type=int, default=0, help="default: any free port")
     ports.add_argument("--hubspot-port", type=int, default=0, help="default: any free port")
+    ports.add_argument(
+        "--salesforce-pubsub-port", type=int, default=0, help="the Pub/Sub API; default: any free"
+    )
     faults = serve.add_argument_group("fault injection (probabilities per request, 0..1)")
     faults.add_argument("--rate-limited", type=float, default=0.0, help="answer 429")
     faults.add_argument("--server-error", type=float, default=0.0, help="answer 5xx")

@@ -27,6 +27,7 @@ from connectors.salesforce import SalesforceConnector
 from connectors.salesforce.cdc import LeadChangeStream, ReplayExpired, fields_in
 from connectors.salesforce.pubsub_proto import messages, services
 from connectors.settings import ConnectorSettings
+from flows.listen import ChangeWindows
 from sandbox.run import Sandbox, SandboxConfig
 from sandbox.salesforce import SalesforceSettings
 from sandbox.salesforce import changes
@@ -158,6 +159,28 @@ def test_writes_through_a_bulk_api_ingest_job_come_back_as_echoes(org):
     assert bulk.usage().writes >= 3  # an ingest job: create, upload, close
     assert report["error"].isna().all()
     assert sorted((e.crm_id, e.kind, e.echo) for e in echoes) == [(i, "changed", True) for i in ids]
+
+
+def test_run_hands_a_persons_changes_to_the_listeners_windows_until_closed(org):
+    sandbox = org()
+    first, second = lead_ids(sandbox, 2)
+    start = _tip(sandbox)
+    sandbox.salesforce.edit_as_person(first, {"Rating": "Warm"})
+    sandbox.salesforce.delete_as_person(second)
+    windows = ChangeWindows(window_seconds=WAIT, window_leads=2)
+    stream = LeadChangeStream(salesforce())
+    running = threading.Thread(target=stream.run, args=(windows.add, start))
+    running.start()
+    stop = threading.Event()
+    give_up = threading.Timer(WAIT, stop.set)
+    give_up.start()
+    window = windows.next(stop)
+    give_up.cancel()
+    stream.close()
+    running.join(timeout=WAIT)
+    assert not running.is_alive()
+    assert window is not None
+    assert (set(window.changed), window.deleted) == ({first}, {second})
 
 
 def test_a_persons_create_and_delete_arrive_as_created_and_deleted(org):

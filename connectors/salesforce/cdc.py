@@ -32,7 +32,7 @@ import pandas as pd
 
 from connectors.base import AuthenticationFailed, ConnectorError
 from connectors.credentials import DEFAULT_SANDBOX_INFO
-from connectors.events import ChangeKind, LeadEvent
+from connectors.events import ChangeKind, EventSink, LeadEvent
 from connectors.salesforce.connector import SalesforceConnector
 from connectors.salesforce.pubsub_proto import messages, services
 
@@ -123,6 +123,13 @@ class LeadChangeStream:
             requests.close()
             call.cancel()
             self._calls.remove(call)
+
+    def run(self, sink: EventSink, replay_id: bytes | None = None) -> None:
+        """Hand each batch's events to `sink` (keepalives hand nothing) until closed; a listener
+        resumes from the `event_id` of the last event it handled (`bytes.fromhex`)."""
+        for events, _ in self.batches(replay_id):
+            if events:
+                sink(events)
 
     # --- decoding ----------------------------------------------------------------------------
 

@@ -36,9 +36,11 @@ REPLAY_ID_BYTES = 8
 # Lead fields a change event carries: all but the key (in the header's recordIds) and those
 # Salesforce leaves out of change events.
 EVENT_FIELDS: tuple[Field, ...] = tuple(
-    field for field in FIELDS if field.name not in ("Id", "IsDeleted", "SystemModstamp")
+    lead_field
+    for lead_field in FIELDS
+    if lead_field.name not in ("Id", "IsDeleted", "SystemModstamp")
 )
-POSITIONS = {field.name: index for index, field in enumerate(EVENT_FIELDS, start=1)}
+POSITIONS = {lead_field.name: index for index, lead_field in enumerate(EVENT_FIELDS, start=1)}
 AVRO_TYPES = {
     "int": "int",
     "double": "double",
@@ -88,12 +90,12 @@ HEADER = {
 }
 
 
-def _avro_field(field: Field) -> dict[str, Any]:
-    kind = AVRO_TYPES.get(field.type, "string")
+def _avro_field(lead_field: Field) -> dict[str, Any]:
+    kind = AVRO_TYPES.get(lead_field.type, "string")
     return {
-        "name": field.name,
+        "name": lead_field.name,
         "type": ["null", kind],
-        "doc": f"Data:{field.type}",
+        "doc": f"Data:{lead_field.type}",
         "default": None,
     }
 
@@ -105,7 +107,7 @@ AVRO_SCHEMA: dict[str, Any] = {
     "doc": "Change event for Lead",
     "fields": [
         {"name": "ChangeEventHeader", "type": HEADER, "doc": "Data:EventHeader"},
-        *(_avro_field(field) for field in EVENT_FIELDS),
+        *(_avro_field(lead_field) for lead_field in EVENT_FIELDS),
     ],
 }
 SCHEMA_JSON = json.dumps(AVRO_SCHEMA, separators=(",", ":"))
@@ -193,9 +195,9 @@ class ChangeLog:
 
     def created(self, connection: sqlite3.Connection, row: dict[str, Any], author: Author) -> None:
         values = {
-            field.name: row.get(field.name)
-            for field in EVENT_FIELDS
-            if row.get(field.name) is not None
+            lead_field.name: row[lead_field.name]
+            for lead_field in EVENT_FIELDS
+            if row.get(lead_field.name) is not None
         }
         change = Change("CREATE", row["Id"], values, [], [], author)
         self._append(connection, row["LastModifiedDate"], change)
@@ -208,9 +210,9 @@ class ChangeLog:
         author: Author,
     ) -> None:
         changed = [
-            field.name
-            for field in EVENT_FIELDS
-            if field.name in new and new[field.name] != old.get(field.name)
+            lead_field.name
+            for lead_field in EVENT_FIELDS
+            if lead_field.name in new and new[lead_field.name] != old.get(lead_field.name)
         ]
         if "LastModifiedDate" not in changed:
             changed.append("LastModifiedDate")
@@ -330,16 +332,16 @@ def encode(event: dict[str, Any], position: int, committed_at: int) -> bytes:
     return buffer.getvalue()
 
 
-def _avro_value(field: Field, stored: Any) -> Any:
+def _avro_value(lead_field: Field, stored: Any) -> Any:
     """A stored value (see sandbox.salesforce.schema) in the Avro type of its field."""
     if stored is None:
         return None
-    if field.type == "boolean":
+    if lead_field.type == "boolean":
         return bool(stored)
-    if field.type == "date":
+    if lead_field.type == "date":
         return (date.fromisoformat(stored) - date(1970, 1, 1)).days
-    if field.type in ("int", "datetime"):
+    if lead_field.type in ("int", "datetime"):
         return int(stored)
-    if field.type in ("double", "currency"):
+    if lead_field.type in ("double", "currency"):
         return float(stored)
     return stored

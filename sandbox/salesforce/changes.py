@@ -144,9 +144,11 @@ class Change:
 
 
 def bitmap(names: list[str]) -> list[str]:
-    """Salesforce's field bitmap of top-level fields: [] when none, else one hex string."""
+    """Salesforce's field bitmap of top-level fields: [] when none, else one hex string of
+    whole bytes ("0x0C02": fields 1, 10 and 11)."""
     bits = sum(1 << POSITIONS[name] for name in names)
-    return [f"0x{bits:X}"] if bits else []
+    digits = -(-bits.bit_length() // 8) * 2
+    return [f"0x{bits:0{digits}X}"] if bits else []
 
 
 def replay_id(position: int) -> bytes:

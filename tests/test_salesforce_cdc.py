@@ -145,6 +145,29 @@ def test_one_collection_write_is_one_transaction_with_its_fields_in_the_bitmaps(
     assert fields_in(edit["nulledFields"], names) == {"Lead_Score__c"}
 
 
+def test_change_events_leave_out_fields_the_subscriber_cannot_read(org):
+    sandbox = org()
+    client = salesforce().client
+    (grant,) = client.query(
+        "SELECT Id FROM FieldPermissions WHERE Field = 'Lead.Page_Views__c'"
+    )["records"]
+    hidden = {"PermissionsRead": False, "PermissionsEdit": False}
+    client.FieldPermissions.update(grant["Id"], hidden)
+    (crm_id,) = lead_ids(sandbox, 1)
+    call, responses = _raw_subscribe(sandbox, replay_preset=messages.ReplayPreset.EARLIEST)
+    sandbox.salesforce.edit_as_person(crm_id, {"Rating": "Hot", "Page_Views__c": 1234})
+    while not (response := next(responses)).events:
+        pass
+    call.cancel()
+    event = fastavro.schemaless_reader(
+        io.BytesIO(response.events[0].event.payload), changes.PARSED_SCHEMA
+    )
+    names = [field["name"] for field in json.loads(changes.SCHEMA_JSON)["fields"]]
+    changed = fields_in(event["ChangeEventHeader"]["changedFields"], names)
+    assert changed == {"Rating", "LastModifiedDate"}
+    assert (event["Rating"], event["Page_Views__c"]) == ("Hot", None)
+
+
 def test_writes_through_a_bulk_api_ingest_job_come_back_as_echoes(org):
     sandbox = org()
     bulk = SalesforceConnector(

@@ -18,7 +18,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
@@ -281,15 +281,20 @@ class ChangeLog:
         )
         return bool(rows) or (position == 0 and self.earliest() == 0)
 
-    def after(self, position: int, limit: int) -> list[tuple[int, bytes]]:
-        """Up to `limit` events after `position`, each as its position and Avro payload."""
+    def after(
+        self, position: int, limit: int, readable: Callable[[Field], bool] = lambda _: True
+    ) -> list[tuple[int, bytes]]:
+        """Up to `limit` events after `position`, each as its position and Avro payload, with
+        only the fields the subscriber can read (field-level security, as in Salesforce)."""
         rows = self.db.execute(
             'SELECT "ReplayPosition", "CommitTimestamp", "Event" FROM "LeadChangeEventLog" '
             'WHERE "ReplayPosition" > ? AND "CommitTimestamp" >= ? '
             'ORDER BY "ReplayPosition" LIMIT ?',
             [position, self._oldest_kept(), limit],
         )
-        return [(row[0], encode(json.loads(row[2]), row[0], row[1])) for row in rows]
+        return [
+            (row[0], encode(json.loads(row[2]), row[0], row[1], readable)) for row in rows
+        ]
 
     def generation(self) -> int:
         with self._appended:
@@ -310,8 +315,15 @@ class ChangeLog:
         return int(time.time() * 1000) - self.retention_ms
 
 
-def encode(event: dict[str, Any], position: int, committed_at: int) -> bytes:
-    """The event as Salesforce delivers it: Avro binary, without a container or schema."""
+def encode(
+    event: dict[str, Any],
+    position: int,
+    committed_at: int,
+    readable: Callable[[Field], bool] = lambda _: True,
+) -> bytes:
+    """The event as Salesforce delivers it: Avro binary, without a container or schema, and
+    without the fields the subscriber cannot read."""
+    hidden = {lead_field.name for lead_field in EVENT_FIELDS if not readable(lead_field)}
     header = {
         "entityName": ENTITY,
         "recordIds": event["recordIds"],
@@ -322,13 +334,14 @@ def encode(event: dict[str, Any], position: int, committed_at: int) -> bytes:
         "commitTimestamp": committed_at,
         "commitNumber": position,
         "commitUser": event["commitUser"],
-        "nulledFields": bitmap(event["nulledFields"]),
+        "nulledFields": bitmap([name for name in event["nulledFields"] if name not in hidden]),
         "diffFields": [],
-        "changedFields": bitmap(event["changedFields"]),
+        "changedFields": bitmap([name for name in event["changedFields"] if name not in hidden]),
     }
     record = {"ChangeEventHeader": header}
     for lead_field in EVENT_FIELDS:
-        record[lead_field.name] = _avro_value(lead_field, event["values"].get(lead_field.name))
+        stored = None if lead_field.name in hidden else event["values"].get(lead_field.name)
+        record[lead_field.name] = _avro_value(lead_field, stored)
     buffer = io.BytesIO()
     fastavro.schemaless_writer(buffer, PARSED_SCHEMA, record)
     return buffer.getvalue()

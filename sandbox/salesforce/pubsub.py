@@ -5,7 +5,8 @@ As Salesforce documents it: every call authenticates with the metadata `accessto
 session of the org), `instanceurl` and `tenantid` (the org id); Subscribe is pull-based, the
 server sending at most the events requested (FetchRequest.num_requested, at most 100 a request,
 added up across requests) and an empty batch with the latest replay id after
-`pubsub_keepalive_seconds` without events. Failures end the call with a gRPC status, a message
+`pubsub_keepalive_seconds` without events. Events carry only the fields the integration user can
+read (field-level security). Failures end the call with a gRPC status, a message
 ending in the call's rpcId, and Salesforce's own error code in the `error-code` trailer.
 """
 
@@ -143,7 +144,8 @@ class PubSubService(services.PubSubServicer):
                 _abort(context, demand.problem, rpc_id)
             seen = changes.generation()
             wanted = demand.wanted()
-            events = changes.after(position, min(wanted, MAX_REQUESTED)) if wanted else []
+            readable = self.api.metadata.access.can_read
+            events = changes.after(position, min(wanted, MAX_REQUESTED), readable) if wanted else []
             if events:
                 position = events[-1][0]
                 yield _response(events, position, demand.take(len(events)), rpc_id)

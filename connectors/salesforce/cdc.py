@@ -95,7 +95,7 @@ class LeadChangeStream:
 
     def close(self) -> None:
         """End every open subscription and the channel; nothing is left running."""
-        for call in self._calls:
+        for call in list(self._calls):  # a copy: each call's own thread removes it
             call.cancel()
         self._channel.close()
 

@@ -21,7 +21,7 @@ import pytest
 from grpc_tools import protoc
 
 from connectors import connector_for
-from connectors.base import AuthenticationFailed
+from connectors.base import AuthenticationFailed, ConnectorError
 from connectors.events import LeadEvent
 from connectors.salesforce import SalesforceConnector
 from connectors.salesforce.cdc import LeadChangeStream, ReplayExpired, fields_in
@@ -46,7 +46,7 @@ def org(start_sandbox, tmp_path, monkeypatch) -> Callable[..., Sandbox]:
     monkeypatch.setenv("LEADSYNC_LEDGER_URL", f"sqlite:///{tmp_path / 'ledger.sqlite3'}")
 
     def start(**settings) -> Sandbox:
-        salesforce = SalesforceSettings(pubsub_keepalive_seconds=KEEPALIVE, **settings)
+        salesforce = SalesforceSettings(**{"pubsub_keepalive_seconds": KEEPALIVE, **settings})
         sandbox = start_sandbox(leads=20, seed=3, salesforce=salesforce)
         sandbox.write_info(tmp_path / "info.json")
         monkeypatch.setenv("LEADSYNC_SANDBOX_INFO", str(tmp_path / "info.json"))
@@ -259,6 +259,13 @@ def test_keepalives_arrive_on_an_idle_stream_with_the_latest_replay_id(org):
         elapsed = time.monotonic() - started
     assert len(set(replay_ids)) == 1 and len(replay_ids[0]) == 8
     assert 2 * KEEPALIVE <= elapsed < 3 * KEEPALIVE + 2
+
+
+def test_a_stream_silent_past_the_idle_timeout_counts_as_dropped(org):
+    org(pubsub_keepalive_seconds=WAIT)  # a server whose keepalives come too late
+    with LeadChangeStream(salesforce(), idle_timeout=0.5) as stream:
+        with pytest.raises(ConnectorError, match="not even a keepalive, for 0.5 s"):
+            next(stream.batches())
 
 
 def test_a_resumed_subscription_gets_exactly_the_events_after_its_replay_id(org):

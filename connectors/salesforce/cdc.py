@@ -4,7 +4,9 @@
 (its access token and instance URL, and the org's id as the tenant) and yields, per
 FetchResponse, the LeadEvents it carries and the latest replay id: a keepalive yields no events,
 and its replay id is still the place to resume from. It asks for events in batches and asks for
-the next batch only once the last was consumed, so it never holds more than one batch.
+the next batch only once the last was consumed, so it never holds more than one batch. A
+stream silent for `idle_timeout` (Salesforce sends a keepalive at least every 270 s) is dropped
+with a ConnectorError, so a dead connection never hangs a listener.
 
 An event is an echo of leadsync's own write when the integration user made it (commitUser; the
 user's id comes from Chatter's current user, as setup reads it) and every field it changed is
@@ -21,6 +23,8 @@ import io
 import json
 import os
 import queue
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -40,6 +44,8 @@ DEFAULT_ENDPOINT = "api.pubsub.salesforce.com:7443"
 TOPIC = "/data/LeadChangeEvent"
 BATCH_SIZE = 100  # events asked for at a time: the most one FetchRequest can ask for
 CALL_TIMEOUT = 30.0  # seconds, for GetTopic and GetSchema
+# Salesforce sends a keepalive at least every 270 s: a stream silent for longer is dead.
+IDLE_TIMEOUT = 300.0
 # Fields Salesforce changes itself along with any change: they do not make a change a person's.
 SYSTEM_FIELDS = frozenset({"LastModifiedDate", "LastModifiedById", "SystemModstamp"})
 KINDS: dict[str, ChangeKind] = {
@@ -76,8 +82,11 @@ class LeadChangeStream:
         connector: SalesforceConnector,
         endpoint: str | None = None,
         batch_size: int = BATCH_SIZE,
+        idle_timeout: float = IDLE_TIMEOUT,
     ):
-        self.connector, self.batch_size = connector, batch_size
+        """`idle_timeout`: seconds without a FetchResponse (events or keepalive) after which
+        the subscription counts as dropped."""
+        self.connector, self.batch_size, self.idle_timeout = connector, batch_size, idle_timeout
         self.endpoint = endpoint or pubsub_endpoint(connector)
         credentials = grpc.ssl_channel_credentials(root_certificates=_trusted_roots(connector))
         self._channel = grpc.secure_channel(self.endpoint, credentials)
@@ -106,8 +115,10 @@ class LeadChangeStream:
         requests = _Requests(_first_request(replay_id, self.batch_size))
         call = self._stub.Subscribe(iter(requests), metadata=metadata)
         self._calls.append(call)
+        watchdog = _Watchdog(call, self.idle_timeout)
         try:
             for response in call:
+                watchdog.heard()
                 events = [
                     event
                     for consumer in response.events
@@ -117,9 +128,15 @@ class LeadChangeStream:
                 if response.events and response.pending_num_requested == 0:
                     requests.put(messages.FetchRequest(num_requested=self.batch_size))
         except grpc.RpcError as error:
+            if watchdog.expired:
+                raise ConnectorError(
+                    f"Salesforce's Pub/Sub API sent nothing, not even a keepalive, for "
+                    f"{self.idle_timeout:g} s: the subscription is dropped; subscribe again."
+                ) from None
             if error.code() != grpc.StatusCode.CANCELLED:
                 raise _classified(error, replay_id) from None
         finally:
+            watchdog.stop()
             requests.close()
             call.cancel()
             self._calls.remove(call)
@@ -258,6 +275,32 @@ def _classified(error: grpc.RpcError, replay_id: bytes | None) -> Exception:
         f"Salesforce's Pub/Sub API failed: {error.code().name}: {error.details()} "
         f"({trailers.get('error-code', 'no error code')})"
     )
+
+
+class _Watchdog:
+    """Cancels a call that sent nothing for `seconds`; `stop()` ends its thread."""
+
+    def __init__(self, call: grpc.Call, seconds: float):
+        self.call, self.seconds = call, seconds
+        self.expired = False
+        self._heard = time.monotonic()
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="cdc-watchdog", daemon=True)
+        self._thread.start()
+
+    def heard(self) -> None:
+        self._heard = time.monotonic()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._thread.join()
+
+    def _watch(self) -> None:
+        while not self._stopped.wait(min(1.0, self.seconds / 4)):
+            if time.monotonic() - self._heard > self.seconds:
+                self.expired = True
+                self.call.cancel()
+                return
 
 
 class _Requests:

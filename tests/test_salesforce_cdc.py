@@ -337,6 +337,22 @@ def test_an_unknown_replay_id_is_refused_with_salesforces_error_code(org):
     assert "rpcId: " + trailers["rpc-id"] in raised.value.details()
 
 
+@pytest.mark.parametrize(
+    ("first", "error_code"),
+    [
+        ({"num_requested": 0}, "subscription.fetch.requested.events.invalid"),
+        ({"replay_preset": messages.ReplayPreset.CUSTOM}, "replayid.validation.failed"),
+        ({"topic_name": ""}, "topic.validation.empty"),
+    ],
+)
+def test_a_bad_first_fetch_request_is_refused(org, first, error_code):
+    call, responses = _raw_subscribe(org(), **first)
+    with pytest.raises(grpc.RpcError) as raised:
+        next(responses)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert dict(raised.value.trailing_metadata())["error-code"].endswith(error_code)
+
+
 def test_a_bad_token_is_refused(org):
     sandbox = org()
     connector = salesforce()
@@ -380,6 +396,9 @@ def test_an_unknown_topic_and_unknown_request_fields_are_refused(org):
         )
     assert raised.value.code() == grpc.StatusCode.NOT_FOUND
     assert dict(raised.value.trailing_metadata())["error-code"].endswith("topic.not.found")
+    with pytest.raises(grpc.RpcError) as raised:
+        stub.GetSchema(messages.SchemaRequest(schema_id="no-such-schema"), metadata=metadata)
+    assert raised.value.code() == grpc.StatusCode.NOT_FOUND
     unknown_field = messages.TopicRequest.FromString(
         messages.TopicRequest(topic_name="/data/LeadChangeEvent").SerializeToString()
         + b"\x10\x01"  # field 2, a varint: no such field in TopicRequest
@@ -485,13 +504,13 @@ def _stub(sandbox: Sandbox) -> tuple[services.PubSubStub, tuple[tuple[str, str],
     return services.PubSubStub(channel), metadata
 
 
-def _raw_subscribe(sandbox: Sandbox, num_requested: int = 1, **first):
+def _raw_subscribe(sandbox: Sandbox, **first):
     stub, metadata = _stub(sandbox)
     hold_open = threading.Event()
 
     def requests():
         yield messages.FetchRequest(
-            topic_name="/data/LeadChangeEvent", num_requested=num_requested, **first
+            **{"topic_name": "/data/LeadChangeEvent", "num_requested": 1, **first}
         )
         hold_open.wait(WAIT)
 

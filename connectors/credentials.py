@@ -191,7 +191,7 @@ def salesforce_credentials(block: str | None = None) -> SalesforceCredentials:
         if _has_credentials(environment):
             credentials = SalesforceCredentials(**_given(environment))
         else:
-            info = _sandbox_info()
+            info = sandbox_info()
             credentials = SalesforceCredentials(
                 instance_url=info["salesforce"]["instance_url"],
                 session_id=info["salesforce"]["session_id"],
@@ -212,7 +212,7 @@ def hubspot_credentials(block: str | None = None) -> HubSpotCredentials:
                 given["base_url"] = given["base_url"].rstrip("/")
             credentials = HubSpotCredentials(**given)
         else:
-            info = _sandbox_info()
+            info = sandbox_info()
             credentials = HubSpotCredentials(
                 access_token=info["hubspot"]["access_token"],
                 base_url=info["hubspot"]["base_url"],
@@ -232,7 +232,8 @@ def _load(kind: type[BlockT], name: str) -> BlockT:
         ) from None
 
 
-def _sandbox_info() -> dict:
+def sandbox_info() -> dict:
+    """The sandbox info file: LEADSYNC_SANDBOX_INFO, or the default sandbox's."""
     path = Path(os.environ.get("LEADSYNC_SANDBOX_INFO") or DEFAULT_SANDBOX_INFO)
     if not path.exists():
         raise CredentialsMissing(

@@ -6,12 +6,17 @@ the environment, or LEADSYNC_SANDBOX_INFO.
 
 `python -m flows purge --source S --crm-id ID [--crm-id ...]` deletes leads' rows from the
 ledger (LEADSYNC_LEDGER_URL), for a right-to-be-forgotten request.
+
+`python -m flows listen --source S` rescores leads seconds after they change, from the CRM's
+change stream, until Ctrl-C or SIGTERM (flows/listen.py; settings LEADSYNC_LISTEN_*).
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from typing import Any
 
 import pandas as pd
@@ -40,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     command = args.pop("command")
     if command == "purge":
         return purge(args["source"], args["crm_ids"])
+    if command == "listen":
+        return listen(args["source"], args["credentials_block"])
     flow = COMMANDS[command]
     state = flow(
         **{name: value for name, value in args.items() if value is not None}, return_state=True
@@ -51,6 +58,27 @@ def main(argv: list[str] | None = None) -> int:
 def purge(source: str, crm_ids: list[str]) -> int:
     deleted = Ledger().purge(source, crm_ids)
     print(f"purge: {deleted} ledger rows of {len(set(crm_ids))} {source} leads deleted")
+    return 0
+
+
+def listen(source: str, credentials_block: str | None) -> int:
+    from flows.listen import Listener
+
+    listener = Listener(source, credentials_block=credentials_block)
+    stop = lambda *_: listener.stop.set()  # noqa: E731
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    print(f"listen: {source} changes, until Ctrl-C", flush=True)
+    # The runs go in a thread of their own: in the main thread Prefect's engine would take
+    # SIGTERM for itself and crash the run in progress; this way it finishes, then we stop.
+    runs: list[int] = []
+    worker = threading.Thread(target=lambda: runs.append(listener.run()), name="listen")
+    worker.start()
+    while worker.is_alive():
+        worker.join(0.5)
+    if not runs:
+        return 1  # the listener failed; its error is above
+    print(f"listen: stopped after {runs[0]} rescore runs")
     return 0
 
 
@@ -68,7 +96,20 @@ def _parser() -> argparse.ArgumentParser:
         for name, spec in schema["properties"].items():
             _add_option(sub, name, spec, required=name in schema.get("required", []))
     _add_purge(commands)
+    _add_listen(commands)
     return parser
+
+
+def _add_listen(commands: argparse._SubParsersAction) -> None:
+    description = (
+        "Rescore leads seconds after they change, from the CRM's own change stream (Salesforce "
+        "Change Data Capture, HubSpot webhooks), until Ctrl-C: one rescore-leads run per window "
+        "of changes. Windows and the webhook receiver: LEADSYNC_LISTEN_* (see the README)."
+    )
+    sub = commands.add_parser("listen", help=description.split(",")[0], description=description)
+    sub.add_argument("--source", required=True, choices=SOURCES)
+    sub.add_argument("--credentials-block", dest="credentials_block", default=None,
+                     help="a Prefect credentials block name")  # fmt: skip
 
 
 def _add_purge(commands: argparse._SubParsersAction) -> None:

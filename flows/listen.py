@@ -15,14 +15,22 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import pandas as pd
+from prefect.states import State
 
+from connectors import connector_for
 from connectors.events import LeadEvent
+from flows.ledger import Ledger, Progress
+from flows.rescore import rescore_leads
+from flows.settings import ListenSettings
 
 logger = logging.getLogger("leadsync.listen")
+REPLAY_KEY = "listen:salesforce:replay-id"  # ledger progress: the last event a window completed
+RECONNECT_SECONDS = 2.0
 
 
 @dataclass
@@ -128,3 +136,153 @@ def listen(
                 window.leads,
             )
     return runs
+
+
+class Listener:
+    """One CRM's change stream through windows into rescore runs, until `stop` is set.
+
+    Salesforce: a Change Data Capture subscription, resumed from the replay id of the last
+    window that completed (kept in the ledger), so events that came while the listener was down
+    are caught up on restart; past Salesforce's 72 hours the scheduled sync catches up.
+    HubSpot: the webhook receiver on `settings.host`:`settings.port` (HubSpot retries a delivery
+    the listener could not take); with the app's developer API key known (the sandbox's, or
+    HUBSPOT_DEVELOPER_API_KEY), the app is subscribed to it first.
+    """
+
+    def __init__(
+        self,
+        source: str,
+        settings: ListenSettings | None = None,
+        credentials_block: str | None = None,
+        rules_path: str | None = None,
+    ):
+        self.source, self.settings = source, settings or ListenSettings()
+        self.credentials_block, self.rules_path = credentials_block, rules_path
+        self.windows = ChangeWindows(
+            self.settings.window_seconds,
+            self.settings.window_leads,
+            self.settings.max_window_leads,
+        )
+        self.stop = threading.Event()
+        self.ready = threading.Event()  # the stream is open, or the receiver answers
+        self.states: list[State] = []  # of the rescore runs, in order
+        self.ledger = Ledger()
+
+    def run(self) -> int:
+        """Listen until `stop`; returns the rescore runs made."""
+        connector = connector_for(self.source, self.credentials_block)
+        connector.check_fields()  # once: the rescore runs do not repeat it
+        events = self._salesforce if self.source == "salesforce" else self._hubspot
+        with events(connector):
+            return listen(self.windows, self._rescore, self.stop, self._completed)
+
+    @property
+    def receiver_url(self) -> str:
+        return self.settings.public_url or f"http://{self.settings.host}:{self.settings.port}/"
+
+    def _rescore(self, window: Window) -> bool:
+        state = rescore_leads(
+            source=self.source,
+            crm_ids=sorted(window.changed),
+            deleted_ids=sorted(window.deleted),
+            changed_since=window.oldest_change,
+            rules_path=self.rules_path,
+            credentials_block=self.credentials_block,
+            return_state=True,
+        )
+        self.states.append(state)
+        return state.is_completed()
+
+    def _completed(self, window: Window) -> None:
+        if self.source == "salesforce" and window.last_event_id:
+            self._save_replay_id(window.last_event_id)
+
+    def _save_replay_id(self, replay_id: str) -> None:
+        """Where a restarted listener resumes: after the last event of a completed window."""
+        self.ledger.save_progress(REPLAY_KEY, Progress(position=replay_id), None)
+
+    @contextmanager
+    def _salesforce(self, connector) -> Iterator[None]:
+        from connectors.salesforce.cdc import LeadChangeStream
+
+        stream = LeadChangeStream(connector)
+        pump = threading.Thread(target=self._pump, args=(stream,), name="cdc", daemon=True)
+        pump.start()
+        try:
+            yield
+        finally:
+            self.stop.set()
+            stream.close()
+            pump.join(timeout=10)
+
+    def _pump(self, stream) -> None:
+        """Events of the subscription into the windows; after a dropped stream it subscribes
+        again from the last event it took."""
+        from connectors.salesforce.cdc import ReplayExpired
+
+        saved = self.ledger.progress(REPLAY_KEY)
+        replay = bytes.fromhex(saved.position) if saved and saved.position else None
+        while not self.stop.is_set():
+            try:
+                for events, latest in stream.batches(replay):
+                    if replay is None and not events:  # first start: resume from here on
+                        self._save_replay_id(latest.hex())
+                    self.ready.set()
+                    self.windows.add(events)
+                    replay = bytes.fromhex(events[-1].event_id) if events else replay or latest
+                    if self.stop.is_set():
+                        return
+                return  # closed
+            except ReplayExpired as error:
+                logger.warning("%s", error)
+                replay = None
+            except Exception as error:  # noqa: BLE001 - a dropped stream is reopened
+                if self.stop.is_set():
+                    return
+                logger.warning("Change Data Capture stream dropped (%s); reopening", error)
+                self.stop.wait(RECONNECT_SECONDS)
+
+    @contextmanager
+    def _hubspot(self, connector) -> Iterator[None]:
+        import uvicorn
+
+        from connectors.hubspot.webhooks import (
+            WebhookApp,
+            subscribe,
+            subscribed_properties,
+            webhook_app,
+        )
+
+        app = WebhookApp.from_environment()
+        receiver = webhook_app(
+            app.client_secret,
+            app.app_id,
+            set(connector.mapping.write.values()),
+            self.windows.add,
+            target_url=self.settings.public_url,
+        )
+        config = uvicorn.Config(
+            receiver, host=self.settings.host, port=self.settings.port, log_level="warning"
+        )
+        server = uvicorn.Server(config)
+        thread = threading.Thread(target=server.run, name="webhooks", daemon=True)
+        thread.start()
+        try:
+            while not server.started:
+                if not thread.is_alive():
+                    raise RuntimeError(f"the webhook receiver did not start on {self.receiver_url}")
+                time.sleep(0.05)
+            if app.developer_api_key:
+                subscribe(
+                    app.app_id,
+                    app.developer_api_key,
+                    self.receiver_url,
+                    subscribed_properties(connector.mapping),
+                    host=app.host,
+                    ca_bundle=app.ca_bundle,
+                )
+            self.ready.set()
+            yield
+        finally:
+            server.should_exit = True
+            thread.join(timeout=10)

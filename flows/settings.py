@@ -67,6 +67,30 @@ class JobSettings(BaseSettings):
     )
 
 
+
+class ListenSettings(BaseSettings):
+    """The change listeners (flows/listen.py): LEADSYNC_LISTEN_<NAME>."""
+
+    model_config = SettingsConfigDict(env_prefix="LEADSYNC_LISTEN_", extra="ignore")
+
+    window_seconds: float = Field(
+        default=2.0, gt=0, description="a window of changes closes this long after its first"
+    )
+    window_leads: int = Field(
+        default=100, ge=1, description="or at this many leads, when no more changes are waiting"
+    )
+    max_window_leads: int = Field(
+        default=5_000, ge=1, description="the most leads one rescore run takes from a backlog"
+    )
+    host: str = Field(default="127.0.0.1", description="HubSpot: the webhook receiver's address")
+    port: int = Field(default=8765, ge=0, description="HubSpot: the webhook receiver's port")
+    public_url: str | None = Field(
+        default=None,
+        description="HubSpot: the target URL the app posts to, when a proxy stands in front "
+        "(it is the URL HubSpot signs); unset: http://HOST:PORT/",
+    )
+
+
 def task_runner(settings: JobSettings | None = None) -> TaskRunner:
     settings = settings or JobSettings()
     if settings.task_runner == "dask":

@@ -22,6 +22,7 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -35,11 +36,14 @@ from hubspot.webhooks import (
     SubscriptionResponse,
     ThrottlingSettings,
 )
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from connectors.credentials import sandbox_info
 from connectors.events import ChangeKind, EventSink, LeadEvent
 from connectors.mapping import FieldMapping
 
@@ -272,3 +276,45 @@ def subscribe(
 def _wanted(properties: Iterable[str]) -> Sequence[tuple[str, str | None]]:
     changes = [("contact.propertyChange", name) for name in dict.fromkeys(properties)]
     return [("contact.creation", None), ("contact.deletion", None), *changes]
+
+
+class _AppEnvironment(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="HUBSPOT_", extra="ignore")
+
+    app_id: str | None = None
+    client_secret: SecretStr | None = None
+    developer_api_key: SecretStr | None = None
+
+
+@dataclass(frozen=True)
+class WebhookApp:
+    """The HubSpot app whose webhooks leadsync receives: its id and client secret (which signs
+    the deliveries), and the developer API key that manages its subscriptions, if given."""
+
+    app_id: str
+    client_secret: str
+    developer_api_key: str | None = None
+    host: str = HUBSPOT_API
+    ca_bundle: str | None = None
+
+    @classmethod
+    def from_environment(cls) -> WebhookApp:
+        """HUBSPOT_APP_ID and HUBSPOT_CLIENT_SECRET (and HUBSPOT_DEVELOPER_API_KEY), else the
+        sandbox's app (LEADSYNC_SANDBOX_INFO)."""
+        environment = _AppEnvironment()
+        if environment.app_id and environment.client_secret:
+            key = environment.developer_api_key
+            return cls(
+                environment.app_id,
+                environment.client_secret.get_secret_value(),
+                key.get_secret_value() if key else None,
+            )
+        info = sandbox_info()
+        hubspot = info["hubspot"]
+        return cls(
+            str(hubspot["app_id"]),
+            hubspot["client_secret"],
+            hubspot.get("developer_api_key"),
+            hubspot["base_url"],
+            info["ca_cert"],
+        )

@@ -1,8 +1,9 @@
 """`python -m deployments serve|list`.
 
 serve: start a local Prefect server with its UI (http://127.0.0.1:4200), the sandbox CRMs
-(unless real CRM credentials are in the environment, or --no-sandbox), and serve every
-deployment of deployments/definitions.py until Ctrl-C or SIGTERM, which stops all of it.
+(unless real CRM credentials are in the environment, or --no-sandbox), a change listener per
+CRM (unless --no-listen), and serve every deployment of deployments/definitions.py until Ctrl-C
+or SIGTERM, which stops all of it.
 State lives in the checkout: the server's database in .prefect/, the sandbox data, the ledger
 and the server log in .leadsync/.
 
@@ -38,6 +39,7 @@ from contextlib import ExitStack  # noqa: E402
 from deployments.processes import healthy, stop  # noqa: E402
 
 STATE = ROOT / ".leadsync"
+LISTENER_START_SECONDS = 10
 SANDBOX_INFO = STATE / "sandbox" / "info.json"
 
 
@@ -47,10 +49,10 @@ def main(argv: list[str] | None = None) -> int:
         return list_deployments()
     if args.command == "notify":
         return notify(args.webhook_url, args.block)
-    return serve(args.sandbox, args.leads, args.port)
+    return serve(args.sandbox, args.leads, args.port, args.listen)
 
 
-def serve(sandbox: bool | None, leads: int, port: int) -> int:
+def serve(sandbox: bool | None, leads: int, port: int, listen: bool = True) -> int:
     os.chdir(ROOT)  # entrypoints (flows/jobs.py:...) and .leadsync/ are relative to the checkout
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # clean up if stopped while starting
     with ExitStack() as cleanup:
@@ -72,6 +74,8 @@ def serve(sandbox: bool | None, leads: int, port: int) -> int:
         from deployments.definitions import deployments
 
         with temporary_settings({PREFECT_API_URL: api_url}):
+            if listen:
+                _start_listeners(cleanup)
             print(f"Prefect UI: {api_url.removesuffix('/api')}", flush=True)
             prefect.serve(*deployments())  # until Ctrl-C; SIGTERM exits through here too
     return 0
@@ -128,6 +132,31 @@ def _start_sandbox(leads: int, cleanup: ExitStack) -> None:
         f"{SANDBOX_INFO.relative_to(ROOT)}",
         flush=True,
     )
+
+
+def _start_listeners(cleanup: ExitStack) -> None:
+    """A listener per CRM beside the deployments (flows/listen.py): each rescores a lead seconds
+    after it changes; a CRM whose change stream cannot be reached is named and skipped, and the
+    scheduled syncs still cover it."""
+    import threading
+
+    from connectors import SOURCES
+    from flows.listen import Listener
+
+    for source in SOURCES:
+        listener = Listener(source)
+        thread = threading.Thread(target=listener.run, name=f"listen-{source}", daemon=True)
+        thread.start()
+        cleanup.callback(thread.join, 15)
+        cleanup.callback(listener.stop.set)
+        deadline = time.monotonic() + LISTENER_START_SECONDS
+        while thread.is_alive() and not listener.ready.wait(0.2) and time.monotonic() < deadline:
+            continue
+        where = f" (webhooks on {listener.receiver_url})" if source == "hubspot" else ""
+        state = "listening" if listener.ready.is_set() else "subscribing"
+        if not thread.is_alive():
+            state, where = "did not start (see above); the scheduled syncs cover it", ""
+        print(f"Changes of {source}: {state}{where}", flush=True)
 
 
 def notify(webhook_url: str | None, block: str | None) -> int:
@@ -196,6 +225,13 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         default=4200,
         help="port of the Prefect server and UI on 127.0.0.1 (default 4200)",
+    )
+    serve_.add_argument(
+        "--listen",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="rescore leads seconds after they change, from each CRM's change stream "
+        "(python -m flows listen; default: yes)",
     )
     commands.add_parser("list", help="print each deployment, its schedule and parameters")
     notify_ = commands.add_parser(

@@ -1,5 +1,6 @@
 """The main job on embedded defaults: sandbox CRMs with seeded leads, Prefect's local engine, a
-full sync of both CRMs, a criteria review of what they wrote against the leads' outcomes, then a
+full sync of both CRMs, a criteria review of what they wrote against the leads' outcomes (and a
+proposal of new rules), a rep's edit rescored from each CRM's change stream, then a
 requalification pass at a later simulated time."""
 
 from __future__ import annotations
@@ -7,6 +8,9 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import socket
+import threading
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -15,10 +19,12 @@ from connectors import SOURCES
 from flows.artifacts import show_status
 from flows.report import RunReport
 from sandbox.run import Sandbox, SandboxConfig
+from sandbox.salesforce import SalesforceSettings
 from scoring.proposal import NotEnoughOutcomes, Proposal
 from scoring.review import CriteriaReview
 
 DEMO_DIR = Path(".leadsync/demo")
+LISTENER_WAIT_SECONDS = 30
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -45,7 +51,11 @@ def main(argv: list[str] | None = None) -> None:
     from flows.jobs import requalify_leads, sync_leads  # after the environment is set
     from flows.review import review_criteria
 
-    config = SandboxConfig(leads=args.leads, data_dir=args.directory / "sandbox")
+    config = SandboxConfig(  # an idle change stream says so each second: the demo waits less
+        leads=args.leads,
+        data_dir=args.directory / "sandbox",
+        salesforce=SalesforceSettings(pubsub_keepalive_seconds=1.0),
+    )
     with Sandbox(config) as sandbox:
         sandbox.write_info(info_file)
         print(
@@ -67,6 +77,7 @@ def main(argv: list[str] | None = None) -> None:
             )
             for source in SOURCES
         }
+        edits = [_speed_to_lead(sandbox, source) for source in SOURCES]
         for source in SOURCES:
             state = requalify_leads(
                 source=source, as_of=later, older_than_days=30, return_state=True
@@ -81,6 +92,9 @@ def main(argv: list[str] | None = None) -> None:
     print("\nProposed rules, fitted on the older leads and judged on the newer:")
     for source, outcome in outcomes.items():
         print(f"  {source}: {_proposal_line(outcome.proposal)}")
+    print("\nSpeed to lead: a rep edits a lead; its CRM's change stream has it rescored:")
+    for line in edits:
+        print(f"  {line}")
     print(f"\nStatus moves in the requalification pass, {args.later_days} days later:")
     for row in rows[len(SOURCES) :]:
         print(f"  {row['run']}: {row['moves'] or 'none'}")
@@ -110,6 +124,49 @@ def _row(run: str, state) -> dict:
         "failed": report.failed,
         "moves": moves,
     }
+
+
+def _speed_to_lead(sandbox: Sandbox, source: str) -> str:
+    """Start a listener, edit one lead as a rep would (it turns out to be a student), and wait
+    for its new score in the CRM."""
+    from connectors import connector_for
+    from flows.listen import Listener
+    from flows.settings import ListenSettings
+
+    listener = Listener(source, ListenSettings(window_seconds=1.0, port=_free_port()))
+    thread = threading.Thread(target=listener.run, name=f"listen-{source}", daemon=True)
+    thread.start()
+    try:
+        if not listener.ready.wait(LISTENER_WAIT_SECONDS):
+            return f"{source}: the listener did not start"
+        connector = connector_for(source)
+        leads = pd.concat(connector.read_all())
+        editable = leads[~leads["title"].fillna("").str.contains("Student|Intern", case=False)]
+        lead = editable.sort_values("status", key=lambda s: s != "Qualified", kind="stable").iloc[0]
+        edited = time.monotonic()
+        getattr(sandbox, source).edit_as_person(
+            lead["crm_id"], {connector.mapping.read["title"]: "Student"}
+        )
+        while time.monotonic() - edited < LISTENER_WAIT_SECONDS:
+            now = connector.read_by_ids([lead["crm_id"]]).iloc[0]
+            if now["reason"] != lead["reason"]:
+                lag = time.monotonic() - edited
+                return (
+                    f"{source}: lead {lead['crm_id']} edited (title: Student), rescored and "
+                    f"written {lag:.1f} s later: {show_status(lead['status'])} "
+                    f"{lead['score']:.0f} -> {show_status(now['status'])} {now['score']:.0f}"
+                )
+            time.sleep(0.2)
+        return f"{source}: lead {lead['crm_id']} edited, not rescored in {LISTENER_WAIT_SECONDS} s"
+    finally:
+        listener.stop.set()
+        thread.join(timeout=30)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def _proposal_line(proposal: Proposal | NotEnoughOutcomes) -> str:

@@ -26,5 +26,8 @@ def test_demo_syncs_both_crms_then_requalifies_later(tmp_path, monkeypatch, caps
             rf"{source}: held-out AUC 0\.\d{{3}} against the current rules' 0\.\d{{3}}", proposals
         ), proposals
         assert (tmp_path / "demo" / f"proposed-rules-{source}.yaml").exists()
+    edits = out.split("Speed to lead")[1].split("Status moves")[0]
+    for source in ("salesforce", "hubspot"):
+        assert re.search(rf"{source}: lead \S+ edited \(title: Student\), rescored and written", edits)
     moves = out.split("Status moves in the requalification pass")[1]
     assert "Qualified -> Nurture" in moves

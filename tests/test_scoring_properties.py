@@ -128,7 +128,7 @@ frames = st.lists(lead_strategy(), min_size=1, max_size=40).map(
     lambda rows: conform(pd.DataFrame(rows))
 )
 PROPERTY_SETTINGS = settings(
-    max_examples=150,
+    max_examples=80,  # frames of up to 40 leads each: thousands of leads per property
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )

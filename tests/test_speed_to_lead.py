@@ -27,7 +27,8 @@ from sandbox.salesforce import SalesforceSettings
 from tests.stack import ROOT, free_port, wait_until
 
 WINDOW = ListenSettings(window_seconds=0.5, window_leads=100, port=0)
-WITHIN = 30  # seconds an edit may take to be written back here (a busy 2-core machine)
+WITHIN = 30  # seconds to wait for a write before calling it missing
+TARGET_LAG = 10  # seconds from an edit to its write: the window, then one run
 TITLE = {"salesforce": "Title", "hubspot": "jobtitle"}
 
 
@@ -107,7 +108,7 @@ def test_an_edit_is_rescored_within_its_window_and_the_write_starts_no_run(crm, 
     assert len(listener.states) == 1, [state.message for state in listener.states]
     report = listener.states[0].result()
     assert report.written == 2 and (report.usage.reads, report.usage.writes) == (1, 1)
-    assert lag < WITHIN
+    assert lag < TARGET_LAG, lag
 
 
 def test_a_deletion_settles_what_was_owed(crm):
@@ -122,10 +123,10 @@ def test_a_deletion_settles_what_was_owed(crm):
 
 
 def test_a_burst_is_absorbed_in_few_runs_within_the_api_budget(crm, monkeypatch):
-    """200 changes need 2 batch reads and 2 batch writes, after the sync and the listener's
-    start spent 4 of the 5 calls per 10 s."""
-    monkeypatch.setenv("LEADSYNC_HUBSPOT_REQUESTS_PER_TEN_SECONDS", "5")
-    sandbox = crm("hubspot", leads=200, hubspot=HubSpotSettings(ten_second_limit=5))
+    """About 100 changes need one batch read and one batch write, after the sync and the
+    listener's start spent the 3 calls of this 10 s: the runs must wait for the budget."""
+    monkeypatch.setenv("LEADSYNC_HUBSPOT_REQUESTS_PER_TEN_SECONDS", "3")
+    sandbox = crm("hubspot", leads=100, hubspot=HubSpotSettings(ten_second_limit=3))
     before = not_students("hubspot")
     ids = before.index.tolist()
     with listening("hubspot") as listener:

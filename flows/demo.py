@@ -131,6 +131,7 @@ def _speed_to_lead(sandbox: Sandbox, source: str) -> str:
     for its new score in the CRM."""
     from connectors import connector_for
     from flows.listen import Listener
+    from scoring import load_rules
     from flows.settings import ListenSettings
 
     listener = Listener(source, ListenSettings(window_seconds=1.0, port=_free_port()))
@@ -141,7 +142,9 @@ def _speed_to_lead(sandbox: Sandbox, source: str) -> str:
             return f"{source}: the listener did not start"
         connector = connector_for(source)
         leads = pd.concat(connector.read_all())
-        editable = leads[~leads["title"].fillna("").str.contains("Student|Intern", case=False)]
+        owned = leads["crm_status"].isin(load_rules().human_owned.crm_statuses)  # stays as is
+        student = leads["title"].fillna("").str.contains("Student|Intern", case=False)
+        editable = leads[~owned & ~student]
         lead = editable.sort_values("status", key=lambda s: s != "Qualified", kind="stable").iloc[0]
         edited = time.monotonic()
         getattr(sandbox, source).edit_as_person(

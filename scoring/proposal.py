@@ -2,10 +2,11 @@
 review proposes a change to it that a person reviews. Pure: leads with their outcome and the
 rules file's text in; the candidate file's text, and how both files do on newer leads, out.
 
-How. A logistic model of conversion is fitted, with a small ridge penalty, on the rules' own
-terms as the scoring module computes them: each industry, band, level, window and signal the
-rules give points for. It is fitted on the older leads (by when the CRM created them) and judged
-on the newer ones, as the market moves. Its log-odds become points on the current rules' scale
+How. A logistic model of conversion is fitted on the rules' own terms as the scoring module
+computes them: each industry, band, level, window and signal the rules give points for. A ridge
+penalty pulls it toward the current points, by as much as cross-validation says predicts best:
+few outcomes leave the current rules standing. It is fitted on the older leads (by when the CRM
+created them) and judged on the newer ones, as the market moves. Its log-odds become points on the current rules' scale
 (the same spread of scores). A term's points change only where the outcomes contradict them
 (the 95% interval of its fitted effect excludes its current points); every other term keeps its
 points, so a term the data cannot tell from zero is kept, not zeroed, and listed. The Qualified

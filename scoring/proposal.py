@@ -6,8 +6,8 @@ How. A logistic model of conversion is fitted on the rules' own terms as the sco
 computes them: each industry, band, level, window and signal the rules give points for. A ridge
 penalty pulls it toward the current points, by as much as cross-validation says predicts best:
 few outcomes leave the current rules standing. It is fitted on the older leads (by when the CRM
-created them) and judged on the newer ones, as the market moves. Its log-odds become points on the current rules' scale
-(the same spread of scores). A term's points change only where the outcomes contradict them
+created them) and judged on the newer ones, as the market moves. Its log-odds become points
+on the current rules' scale (the same spread of scores). A term's points change only where the outcomes contradict them
 (the 95% interval of its fitted effect excludes its current points); every other term keeps its
 points, so a term the data cannot tell from zero is kept, not zeroed, and listed. The Qualified
 and Nurture lines move to the candidate scores that convert as often as the current lines do.
@@ -124,7 +124,8 @@ def propose(leads: pd.DataFrame, rules_text: str, now) -> Proposal | NotEnoughOu
         return NotEnoughOutcomes(shortfall)
 
     factors = compute_factors(leads, rules, now, np.zeros(len(leads), dtype=bool))
-    terms = [term for term in _terms(factors, rules) if term.column[fitted].any()]
+    every = list(_terms(factors, rules))
+    terms = [term for term in every if term.column[fitted].any()]
     design = np.column_stack([term.column for term in terms])
     x, y = design[fitted], converted[fitted]
     first, _ = _fit(x, y, np.zeros(len(terms)), LIGHT_PENALTY)
@@ -134,19 +135,24 @@ def propose(leads: pd.DataFrame, rules_text: str, now) -> Proposal | NotEnoughOu
     penalty = _best_penalty(x, y, prior)
     coefficients, covariance = _fit(x, y, prior, penalty)
     table = _judge(terms, coefficients[1:] * scale, covariance[1:, 1:] * scale**2, fitted)
-    table = pd.concat([table, _terms_without_leads(factors, rules, fitted)])
+    idle = [term for term in every if not term.column[fitted].any()]
+    table = pd.concat([table, _terms_without_leads(idle)])
 
     values = _proposed_values(table, rules)
     text, absent = rewrite_rules(rules_text, values)
     table.loc[table["path"].isin(absent), ["proposed", "verdict"]] = [np.nan, KEPT_NOT_IN_FILE]
     with_points = parse_rules(text)
-    lines = _lines(leads[fitted], converted[fitted], rules, with_points, now)
-    text, _ = rewrite_rules(text, lines)
+    older = leads[fitted]  # the lines move no score: with_points scores as the candidate
+    calibrations = {
+        name: _calibration(score(older, rules_, now)["score"], converted[fitted])
+        for name, rules_ in (("current", rules), ("candidate", with_points))
+    }
+    text, _ = rewrite_rules(text, _lines(rules, calibrations["current"], calibrations["candidate"]))
     candidate = parse_rules(text)
 
     held_out = leads[~fitted]
     judged = {
-        name: _held_out(held_out, converted, fitted, rules_, leads, now)
+        name: _held_out(held_out, converted[~fitted], rules_, calibrations[name], now)
         for name, rules_ in (("current", rules), ("candidate", candidate))
     }
     return Proposal(
@@ -322,8 +328,7 @@ def _judge(
     )
 
 
-def _terms_without_leads(factors: list[Factor], rules: Rules, fitted: np.ndarray) -> pd.DataFrame:
-    idle = [term for term in _terms(factors, rules) if not term.column[fitted].any()]
+def _terms_without_leads(idle: list[Term]) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "path": [term.path for term in idle],
@@ -354,13 +359,11 @@ def _proposed_values(table: pd.DataFrame, rules: Rules) -> dict[RulesPath, int |
 
 
 def _lines(
-    leads: pd.DataFrame, converted: np.ndarray, current: Rules, candidate: Rules, now
+    current: Rules, now_calibration: _Calibration, candidate_calibration: _Calibration
 ) -> dict[RulesPath, int]:
     """The candidate's Qualified and Nurture lines: the scores that convert as often as the
     current lines do, by each file's calibration on the same leads. Kept when that would break
     the hysteresis gap the rules require."""
-    now_calibration = _calibration(score(leads, current, now)["score"], converted)
-    candidate_calibration = _calibration(score(leads, candidate, now)["score"], converted)
     status = current.status
     lines = {}
     for key in ("qualified_at_or_above", "nurture_at_or_above"):
@@ -391,11 +394,10 @@ def _calibration(scores: pd.Series, converted: np.ndarray) -> _Calibration:
 
 
 def _held_out(
-    held_out: pd.DataFrame, converted: np.ndarray, fitted: np.ndarray, rules: Rules, leads, now
+    held_out: pd.DataFrame, converted: np.ndarray, rules: Rules, calibration: _Calibration, now
 ) -> HeldOut:
-    calibration = _calibration(score(leads[fitted], rules, now)["score"], converted[fitted])
     scores = score(held_out, rules, now)["score"].astype(float)
-    won = pd.Series(converted[~fitted], index=held_out.index)
+    won = pd.Series(converted, index=held_out.index)
     bands = score_bands(scores)
     by_band = conversion_by(bands, won)
     by_band["expected"] = pd.Series(calibration(scores), index=held_out.index).groupby(

@@ -7,9 +7,10 @@ computes them: each industry, band, level, window and signal the rules give poin
 penalty pulls it toward the current points, by as much as cross-validation says predicts best:
 few outcomes leave the current rules standing. It is fitted on the older leads (by when the CRM
 created them) and judged on the newer ones, as the market moves. Its log-odds become points
-on the current rules' scale (the same spread of scores). A term's points change only where the outcomes contradict them
-(the 95% interval of its fitted effect excludes its current points); every other term keeps its
-points, so a term the data cannot tell from zero is kept, not zeroed, and listed. The Qualified
+on the current rules' scale (the same spread of scores). A term's points change only where the
+outcomes contradict them (the 95% interval of its fitted effect excludes its current points);
+every other term keeps its points, so a term the data cannot tell from zero is kept, not
+zeroed, and listed. The Qualified
 and Nurture lines move to the candidate scores that convert as often as the current lines do.
 Nothing is applied: the candidate is a file for a person to replay and apply.
 """

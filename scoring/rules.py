@@ -25,6 +25,9 @@ from pydantic import (
 from expectations.quality import DataQuality
 
 DEFAULT_RULES_PATH = Path(__file__).with_name("rules.yaml")
+# libyaml's parser where PyYAML was built with it: ten times faster than the pure-Python one,
+# which every run would otherwise pay for when it loads the rules.
+SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 Points = Annotated[int, Field(ge=-100, le=100)]
 
@@ -233,14 +236,13 @@ def load_rules(path: str | Path = DEFAULT_RULES_PATH) -> Rules:
 def parse_rules(text: str, origin: str | Path = "<rules>") -> Rules:
     """Validate the text of a rules file; `origin` names it in a `RulesError`."""
     try:
-        raw = yaml.safe_load(text)
-        tree = yaml.compose(text)
+        raw = yaml.load(text, Loader=SAFE_LOADER)
     except yaml.YAMLError as error:
         raise RulesError(f"{origin}: not valid YAML: {error}") from None
     try:
         return Rules.model_validate(raw)
     except ValidationError as error:
-        raise RulesError(_describe(origin, tree, error)) from None
+        raise RulesError(_describe(origin, yaml.compose(text), error)) from None
 
 
 RulesPath = tuple[str | int, ...]

@@ -23,6 +23,13 @@ class ConnectorSettings(BaseSettings):
         description="write calls in flight at once for one chunk; with LEADSYNC_CHUNKS_IN_FLIGHT "
         "chunks written together, up to their product per CRM (HubSpot's pacing still holds)",
     )
+    read_concurrency: int = Field(
+        default=4,
+        ge=1,
+        le=16,
+        description="pages read by id at once (a rescore of changed leads, the owed leads of a "
+        "sync); every call stays paced under the CRM's budget",
+    )
     salesforce_bulk: bool = Field(
         default=True, description="use Bulk API 2.0 for large backfill reads and writes"
     )

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import functools
 import inspect
+import itertools
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Literal, TypeVar
 
 import pandas as pd
 from prefect import get_run_logger
@@ -18,6 +21,7 @@ from prefect.states import Completed, Failed, State
 
 from connectors import Connector, ConnectorError, connector_for
 from connectors.mapping import MappingError
+from connectors.settings import ConnectorSettings
 from expectations.suite import LeadContract
 from flows.artifacts import publish, publish_failure
 from flows.audit import reconcile_open_intents
@@ -30,6 +34,7 @@ from scoring import DEFAULT_RULES_PATH, RulesError, load_rules
 
 Source = Literal["salesforce", "hubspot"]
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+A, R = TypeVar("A"), TypeVar("R")
 
 
 def run_name(kind: str) -> Callable[[], str]:
@@ -162,11 +167,39 @@ def run_id() -> str:
 def pages_by_id(
     connector: Connector, ledger: Ledger, crm_ids: list[str], dry_run: bool
 ) -> Iterator[pd.DataFrame]:
-    """These leads as the CRM holds them now, a page at a time; those gone from the CRM are
-    settled, not retried."""
-    for start in range(0, len(crm_ids), connector.page_size):
-        ids = crm_ids[start : start + connector.page_size]
-        chunk = connector.read_by_ids(ids)
-        if not dry_run:
-            ledger.settle(connector.source, set(ids) - set(chunk["crm_id"]))
-        yield chunk
+    """These leads as the CRM holds them now, a page at a time, in order; those gone from the
+    CRM are settled, not retried. Pages are read `LEADSYNC_READ_CONCURRENCY` at a time: a burst
+    of changes is read as fast as the CRM's budget, which the connector paces every call under,
+    allows, not one round trip at a time."""
+    pages = [
+        crm_ids[start : start + connector.page_size]
+        for start in range(0, len(crm_ids), connector.page_size)
+    ]
+    concurrency = ConnectorSettings().read_concurrency
+    with ThreadPoolExecutor(concurrency, thread_name_prefix="crm-read-by-id") as pool:
+        reads = ordered(pool, connector.read_by_ids, pages, concurrency)
+        for ids, chunk in zip(pages, reads):
+            if not dry_run:
+                ledger.settle(connector.source, set(ids) - set(chunk["crm_id"]))
+            yield chunk
+
+
+def ordered(
+    pool: ThreadPoolExecutor, function: Callable[[A], R], items: list[A], in_flight: int
+) -> Iterator[R]:
+    """`function` of each item, in order, with at most `in_flight` calls running or done and
+    not yet taken (`Executor.map` would start them all at once). Calls not yet started are
+    cancelled when the caller stops taking."""
+    running: deque[Future[R]] = deque()
+    waiting = iter(items)
+    try:
+        for item in itertools.islice(waiting, in_flight):
+            running.append(pool.submit(function, item))
+        while running:
+            result = running.popleft().result()
+            for item in itertools.islice(waiting, 1):
+                running.append(pool.submit(function, item))
+            yield result
+    finally:
+        for future in running:
+            future.cancel()

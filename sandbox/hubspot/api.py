@@ -194,6 +194,18 @@ class HubSpotApi:
         self.webhooks.publish(changes, _person(user_id))
         return self._contact(updated, self._written(values))
 
+    def edit_many_as_person(
+        self, edits: dict[str, dict[str, str]], user_id: int = PERSON
+    ) -> None:
+        """A person changes many contacts at once (an import, a bulk edit in the UI): each
+        contact's properties as `edit_as_person` would, in one transaction, announced together."""
+        changes: list[webhooks.ContactChange] = []
+        with self.db.transaction() as connection:
+            for crm_id, properties in edits.items():
+                values = schema.storage_values(properties, self.properties)
+                self._write(connection, self._existing(crm_id), values, changes)
+        self.webhooks.publish(changes, _person(user_id))
+
     def delete_as_person(self, crm_id: str, user_id: int = PERSON) -> None:
         """A person deletes the contact in HubSpot's UI (it is archived, as by the API)."""
         changes: list[webhooks.ContactChange] = []

@@ -3,8 +3,9 @@
 A listener takes the change events of one CRM (HubSpot webhooks, Salesforce Change Data
 Capture: connectors/), drops leadsync's own writes coming back (echoes), and gathers the rest
 into windows: a window opens with its first change and closes `window_seconds` later, or at
-`window_leads` leads when no more are waiting. Under a burst every change already waiting joins
-the window (up to `max_window_leads`), so a backlog drains in few, large runs. Each window is one
+`window_leads` leads once no change came for `quiet_seconds`. Under a burst every change already
+waiting or still arriving joins the window (up to `max_window_leads`): a CRM delivers a burst in
+many requests close together, which become one run, not a small one and then the rest. Each window is one
 `rescore-leads` run (flows/rescore.py): a lead changed twice in a window is read once. The
 scheduled sync stays as the safety net for anything a listener missed.
 """
@@ -73,10 +74,14 @@ class ChangeWindows:
     blocks until a window is due."""
 
     def __init__(
-        self, window_seconds: float = 2.0, window_leads: int = 100, max_window_leads: int = 5_000
+        self,
+        window_seconds: float = 2.0,
+        window_leads: int = 100,
+        max_window_leads: int = 5_000,
+        quiet_seconds: float = 0.25,
     ):
         self.window_seconds, self.window_leads = window_seconds, window_leads
-        self.max_window_leads = max_window_leads
+        self.max_window_leads, self.quiet_seconds = max_window_leads, quiet_seconds
         self._events: queue.Queue[LeadEvent] = queue.Queue()
 
     def add(self, events: list[LeadEvent]) -> None:
@@ -94,12 +99,10 @@ class ChangeWindows:
             try:
                 window.take(self._events.get(timeout=timeout))
             except queue.Empty:
-                if stop.is_set() and window.leads:
-                    return window
+                if window.leads >= self.window_leads or (stop.is_set() and window.leads):
+                    return window  # quiet for quiet_seconds, or stopping
                 continue
             if window.leads >= self.max_window_leads:
-                return window
-            if window.leads >= self.window_leads and self._events.empty():
                 return window
         return None
 
@@ -110,7 +113,11 @@ class ChangeWindows:
         if not self._events.empty():
             return poll_seconds  # take what is waiting first
         left = window.opened_at + self.window_seconds - time.monotonic()
-        return max(0.0, min(left, poll_seconds))
+        if left <= 0:
+            return 0.0
+        if window.leads >= self.window_leads:
+            return min(left, self.quiet_seconds)
+        return min(left, poll_seconds)
 
 
 RescoreWindow = Callable[[Window], bool]  # runs the window; True when it completed
@@ -162,6 +169,7 @@ class Listener:
             self.settings.window_seconds,
             self.settings.window_leads,
             self.settings.max_window_leads,
+            self.settings.quiet_seconds,
         )
         self.stop = threading.Event()
         self.ready = threading.Event()  # the stream is open, or the receiver answers

@@ -82,6 +82,12 @@ class ListenSettings(BaseSettings):
     max_window_leads: int = Field(
         default=5_000, ge=1, description="the most leads one rescore run takes from a backlog"
     )
+    quiet_seconds: float = Field(
+        default=0.25,
+        gt=0,
+        description="a window of at least `window_leads` leads closes once no change came for "
+        "this long, so the many deliveries of one burst join one run",
+    )
     host: str = Field(default="127.0.0.1", description="HubSpot: the webhook receiver's address")
     port: int = Field(default=8765, ge=0, description="HubSpot: the webhook receiver's port")
     public_url: str | None = Field(

@@ -49,6 +49,21 @@ def test_a_burst_drains_in_few_large_windows():
     assert time.monotonic() - started < 2
 
 
+def test_a_burst_delivered_in_many_requests_joins_one_window_closed_once_quiet():
+    windows = ChangeWindows(window_seconds=10, window_leads=100, quiet_seconds=0.3)
+
+    def deliver() -> None:  # a CRM's deliveries of one burst, 100 events each, close together
+        for first in range(0, 500, 100):
+            windows.add([event(str(n), n) for n in range(first, first + 100)])
+            time.sleep(0.05)
+
+    threading.Thread(target=deliver).start()
+    started = time.monotonic()
+    window = windows.next(threading.Event())
+    assert window.leads == 500
+    assert time.monotonic() - started < 5  # closed once quiet, not after its 10 seconds
+
+
 def test_listen_runs_each_window_and_reports_only_the_completed_ones():
     windows = ChangeWindows(window_seconds=0.05, window_leads=2)
     stop = threading.Event()

@@ -139,9 +139,11 @@ def test_one_collection_write_is_one_transaction_with_its_fields_in_the_bitmaps(
     assert [(h["recordIds"], h["sequenceNumber"]) for h in write] == [([first], 1), ([second], 2)]
     assert write[0]["transactionKey"] == write[1]["transactionKey"] != edit["transactionKey"]
     assert (write[0]["commitUser"], write[0]["nulledFields"]) == (USER_ID, [])
-    written = {"Qualification_Reason__c", "Lead_Score__c", "LastModifiedDate"}
+    # Who modified the lead changes too: the seed's import user, then the API's, then a person.
+    modified = {"LastModifiedDate", "LastModifiedById"}
+    written = {"Qualification_Reason__c", "Lead_Score__c", *modified}
     assert fields_in(write[0]["changedFields"], names) == written
-    assert fields_in(edit["changedFields"], names) == {"Lead_Score__c", "LastModifiedDate"}
+    assert fields_in(edit["changedFields"], names) == {"Lead_Score__c", *modified}
     assert fields_in(edit["nulledFields"], names) == {"Lead_Score__c"}
 
 
@@ -164,7 +166,7 @@ def test_change_events_leave_out_fields_the_subscriber_cannot_read(org):
     )
     names = [field["name"] for field in json.loads(changes.SCHEMA_JSON)["fields"]]
     changed = fields_in(event["ChangeEventHeader"]["changedFields"], names)
-    assert changed == {"Rating", "LastModifiedDate"}
+    assert changed == {"Rating", "LastModifiedDate", "LastModifiedById"}
     assert (event["Rating"], event["Page_Views__c"]) == ("Hot", None)
 
 
@@ -485,7 +487,7 @@ def test_a_client_generated_from_salesforces_own_proto_reads_the_sandbox(org, tm
     assert ran.returncode == 0, ran.stderr
     header = json.loads(ran.stdout)
     assert (header["recordIds"], header["changeType"]) == ([crm_id], "UPDATE")
-    assert header["changedFields"]  # a bitmap of Rating and LastModifiedDate
+    assert header["changedFields"]  # a bitmap of Rating, LastModifiedDate and LastModifiedById
 
 
 # --- helpers that speak the Pub/Sub API directly ---------------------------------------------

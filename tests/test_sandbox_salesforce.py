@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from datetime import timedelta, timezone
 
@@ -19,6 +20,8 @@ from simple_salesforce.exceptions import (
 
 from sandbox.http import FaultPlan
 from sandbox.salesforce import SalesforceSettings
+from sandbox.salesforce.api import PERSON_ID
+from sandbox.salesforce.schema import IMPORT_USER_ID
 from sandbox.seed import generate_leads
 
 ALL_FIELDS = (
@@ -594,3 +597,51 @@ def test_state_persists_across_a_restart(start_sandbox, connect, tmp_path):
     assert created["id"] not in ids(
         sf.query("SELECT Id FROM Lead WHERE LastName != 'After'")["records"]
     )
+
+
+def test_every_change_records_who_made_it_and_soql_filters_on_it(start_sandbox, connect):
+    """LastModifiedById: the data import's on seeded leads, the API user's after an API write,
+    a person's after their edit; never writable; `!=` on it in REST and Bulk API 2.0 queries."""
+    sandbox = start_sandbox(leads=30)
+    sf = connect(sandbox)
+    api_user = sf.restful("chatter/users/me")["id"]
+    seeded = ids(sf.query("SELECT Id FROM Lead ORDER BY Id")["records"])
+    written, edited = seeded[:2]
+    sf.Lead.update(written, {"Lead_Score__c": 50})
+    sandbox.salesforce.edit_as_person(edited, {"Rating": "Hot"})
+    created = sf.Lead.create({"LastName": "Okafor", "Company": "Acme"})["id"]
+    records = sf.query_all("SELECT Id, LastModifiedById FROM Lead")["records"]
+    modified_by = {record["Id"]: record["LastModifiedById"] for record in records}
+    assert (modified_by[written], modified_by[created], modified_by[edited]) == (
+        api_user,
+        api_user,
+        PERSON_ID,
+    )
+    assert {modified_by[crm_id] for crm_id in seeded[2:]} == {IMPORT_USER_ID}
+
+    not_ours = format_soql("SELECT Id FROM Lead WHERE LastModifiedById != {} ORDER BY Id", api_user)
+    by_others = ids(sf.query_all(not_ours)["records"])
+    assert by_others == [crm_id for crm_id in seeded if crm_id != written]
+    pages = sf.bulk2.Lead.query(not_ours, wait=0)
+    assert [row for page in pages for row in page.split()[1:]] == [f'"{i}"' for i in by_others]
+
+    with pytest.raises(SalesforceMalformedRequest) as refused:
+        sf.Lead.update(edited, {"LastModifiedById": api_user})
+    assert error_code(refused.value) == "INVALID_FIELD_FOR_INSERT_UPDATE"
+
+
+def test_an_org_kept_from_before_last_modified_by_gets_it_on_restart(
+    start_sandbox, connect, tmp_path
+):
+    first = start_sandbox(leads=20, data_dir=tmp_path)
+    first.stop()
+    with sqlite3.connect(tmp_path / "salesforce.sqlite3") as database:  # an older sandbox's org
+        database.execute('ALTER TABLE "Lead" DROP COLUMN "LastModifiedById"')
+
+    again = start_sandbox(leads=20, data_dir=tmp_path)
+    sf = connect(again)
+    records = sf.query("SELECT Id, LastModifiedById FROM Lead")["records"]
+    assert {record["LastModifiedById"] for record in records} == {IMPORT_USER_ID}
+    lead_id = records[0]["Id"]
+    sf.Lead.update(lead_id, {"Lead_Score__c": 50})
+    assert sf.Lead.get(lead_id)["LastModifiedById"] == sf.restful("chatter/users/me")["id"]

@@ -92,6 +92,7 @@ class SalesforceApi:
         self.db, self.faults, self.settings = db, faults, settings
         self.base_url = ""
         self.table = Table(db, "Lead", "Id", schema.COLUMNS)
+        _add_missing_columns(db)
         self.table.index("SystemModstamp", "Id")
         self.table.index("LastModifiedDate")
         self.daily = DailyCounter(settings.daily_limit)
@@ -353,9 +354,7 @@ class SalesforceApi:
         stamp = self._next_stamp()
         with self.changes.transaction() as connection:
             self.table.update(
-                connection,
-                record_id,
-                {"IsDeleted": 1, "LastModifiedDate": stamp, "SystemModstamp": stamp},
+                connection, record_id, {"IsDeleted": 1, **_modified(stamp, author)}
             )
             self.changes.deleted(connection, record_id, stamp, author)
 
@@ -462,12 +461,10 @@ class SalesforceApi:
             return WriteResult(None, tuple(errors))
         if self.faults.write_fails(record_id):
             return WriteResult(None, (_lock_error(record_id),))
-        stamp = self._next_stamp()
+        modified = _modified(self._next_stamp(), author)
         old = self.table.get(record_id, connection) or {"Id": record_id}
-        self.table.update(
-            connection, record_id, {**stored, "LastModifiedDate": stamp, "SystemModstamp": stamp}
-        )
-        self.changes.updated(connection, old, {**stored, "LastModifiedDate": stamp}, author)
+        self.table.update(connection, record_id, {**stored, **modified})
+        self.changes.updated(connection, old, {**stored, **modified}, author)
         return WriteResult(record_id)
 
     def _write_create(self, connection: sqlite3.Connection, values: dict[str, Any]) -> WriteResult:
@@ -493,8 +490,7 @@ class SalesforceApi:
             **stored,
             "Id": record_id,
             "CreatedDate": stamp,
-            "LastModifiedDate": stamp,
-            "SystemModstamp": stamp,
+            **_modified(stamp, API_AUTHOR),
         }
         self.table.insert(connection, row)
         self.changes.created(connection, row, API_AUTHOR)
@@ -515,6 +511,17 @@ class SalesforceApi:
         return self.db.execute('SELECT MAX("SystemModstamp") FROM "Lead"')[0][0] or 0
 
 
+def _add_missing_columns(db: Database) -> None:
+    """Bring an org database kept from an older sandbox up to the Lead fields: a field it
+    lacks is added (LastModifiedById as the data import's, what seeded leads carry)."""
+    present = {row["name"] for row in db.execute('PRAGMA table_info("Lead")')}
+    for name, kind in schema.COLUMNS.items():
+        if name not in present:
+            db.execute(f'ALTER TABLE "Lead" ADD COLUMN "{name}" {kind}')
+    if "LastModifiedById" not in present:
+        db.execute('UPDATE "Lead" SET "LastModifiedById" = ?', [schema.IMPORT_USER_ID])
+
+
 def _identity(base_url: str) -> str:
     """The signed-in user's identity URL, as token responses give it."""
     return f"{base_url}/id/{ORG_ID}/{USER_ID}"
@@ -526,6 +533,11 @@ def _record(row: dict[str, Any], fields: list[Field], version: str) -> dict[str,
         "attributes": attributes,
         **{field.name: schema.to_api(field, row[field.name]) for field in fields},
     }
+
+
+def _modified(stamp: int, author: Author) -> dict[str, Any]:
+    """What every write sets: when, and by whom (the API's user, or a person in the UI)."""
+    return {"LastModifiedDate": stamp, "SystemModstamp": stamp, "LastModifiedById": author.user_id}
 
 
 def _defaults() -> dict[str, Any]:

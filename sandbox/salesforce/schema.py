@@ -20,6 +20,7 @@ from sandbox.seed import CONVERTED_STATUS, ICP_INDUSTRIES, OPEN_STATUS, OTHER_IN
 ID_PREFIX = "00Q"
 ID_SEQUENCE_PREFIX = "00Q5g"  # key prefix plus a fixed "pod and reserved" part, then a counter
 DEFAULT_OWNER_ID = "0055g00000SBXOWAA5"
+IMPORT_USER_ID = "0055g00000SBXIMAA5"  # the user whose data import last modified seeded leads
 BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -114,6 +115,7 @@ FIELDS: tuple[Field, ...] = (
     Field("OwnerId", "reference", 18, nillable=False),
     Field("CreatedDate", "datetime", nillable=False, **SYSTEM),
     Field("LastModifiedDate", "datetime", nillable=False, **SYSTEM),
+    Field("LastModifiedById", "reference", 18, nillable=False, **SYSTEM),
     Field("SystemModstamp", "datetime", nillable=False, **SYSTEM),
     Field("IsDeleted", "boolean", nillable=False, **SYSTEM),
     Field("LastActivityDate", "date", **SYSTEM),
@@ -444,7 +446,9 @@ def lead_records(frame: pd.DataFrame, first_number: int) -> pd.DataFrame:
     """The canonical lead frame as stored Lead rows, numbered from `first_number`.
 
     Modification stamps are floored to the second, so (as in real orgs) many leads share one
-    SystemModstamp; CreatedDate is the lead's `created_at` (its modification time when it has none). Text longer than its field is cut.
+    SystemModstamp; the last modification is a data import's (another user than the API's).
+    CreatedDate is the lead's `created_at` (its modification time when it has none). Text
+    longer than its field is cut.
     """
     count = len(frame)
     records = pd.DataFrame(index=frame.index)
@@ -460,6 +464,7 @@ def lead_records(frame: pd.DataFrame, first_number: int) -> pd.DataFrame:
     records["LastActivityDate"] = frame["last_engaged_at"].dt.strftime("%Y-%m-%d")
     modified = _epoch_ms(frame["modified_at"].dt.floor("s"))
     records["LastModifiedDate"] = records["SystemModstamp"] = modified
+    records["LastModifiedById"] = IMPORT_USER_ID
     created = _epoch_ms(frame["created_at"].dt.floor("s"))
     records["CreatedDate"] = created.where(created.notna() & (created <= modified), modified)
     records["Status"] = records["Status"].where(records["Status"].notna(), OPEN_STATUS)

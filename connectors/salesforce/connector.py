@@ -107,6 +107,8 @@ class SalesforceConnector:
         retried once."""
         self.client = client
         self._renew, self._renewing = renew, threading.Lock()
+        self._user_id, self._org_id = "", ""
+        self._identifying = threading.Lock()
         self.mapping = mapping or load_mapping(DEFAULT_MAPPING)
         self.retry = retry
         self.settings = settings or ConnectorSettings()
@@ -174,13 +176,28 @@ class SalesforceConnector:
     def identity(self) -> tuple[str, str]:
         """The signed-in (integration) user's id and the org's id, through the REST API with
         the `api` scope alone: Chatter's current user (as setup reads it) and SOQL on
-        Organization."""
-        user = self._call(lambda: self.client.restful("chatter/users/me"))["id"]
-        org = self._call(lambda: self.client.query("SELECT Id FROM Organization"))
-        return user, org["records"][0]["Id"]
+        Organization. Asked once per connector."""
+        user = self.user_id()
+        with self._identifying:
+            if not self._org_id:
+                org = self._call(lambda: self.client.query("SELECT Id FROM Organization"))
+                self._org_id = org["records"][0]["Id"]
+        return user, self._org_id
+
+    def user_id(self) -> str:
+        """The signed-in (integration) user's id: Chatter's current user, asked once."""
+        with self._identifying:
+            if not self._user_id:
+                self._user_id = self._call(lambda: self.client.restful("chatter/users/me"))["id"]
+        return self._user_id
 
     def read_modified(self, since: datetime, until: datetime) -> Iterator[pd.DataFrame]:
-        return self._pages(records.select_modified(self.mapping, since, until))
+        """Leads modified in [since, until) whose last change is not leadsync's own: a lead
+        the integration user wrote last (LastModifiedById) holds nothing new to score. A
+        person's edit racing a write is covered as README ("Syncs at scale") explains."""
+        return self._pages(
+            records.select_modified(self.mapping, since, until, not_by=self.user_id())
+        )
 
     def read_all(self) -> Iterator[pd.DataFrame]:
         return (page for page, _ in self.read_all_from(None))

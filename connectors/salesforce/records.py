@@ -19,19 +19,25 @@ from expectations.frame import conform
 
 SALESFORCE_ID = re.compile(r"^[A-Za-z0-9]{15}(?:[A-Za-z0-9]{3})?$")
 FIELD_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+MODIFIED_BY = "LastModifiedById"  # a standard field of every object: who made the last change
 
 
 class UnsafeValue(ValueError):
     """A parameter that is not what it claims to be (an id, a field name, a time)."""
 
 
-def select_modified(mapping: FieldMapping, since: datetime, until: datetime) -> str:
+def select_modified(
+    mapping: FieldMapping, since: datetime, until: datetime, not_by: str | None = None
+) -> str:
+    """Leads modified in [since, until); with `not_by` (a user's id), only those whose last
+    modification was another user's."""
     stamp, key = _field(mapping.modified_field), _field(mapping.id_field)
-    return format_soql(
-        f"{_select(mapping)} WHERE {stamp} >= {{}} AND {stamp} < {{}} ORDER BY {stamp}, {key}",
-        _utc_seconds(since),
-        _utc_seconds(until),
-    )
+    where = f"{stamp} >= {{}} AND {stamp} < {{}}"
+    values = [_utc_seconds(since), _utc_seconds(until)]
+    if not_by is not None:
+        where += f" AND {MODIFIED_BY} != {{}}"
+        values.append(_salesforce_id(not_by))
+    return format_soql(f"{_select(mapping)} WHERE {where} ORDER BY {stamp}, {key}", *values)
 
 
 def select_all(mapping: FieldMapping, after: str | None = None) -> str:
@@ -39,9 +45,9 @@ def select_all(mapping: FieldMapping, after: str | None = None) -> str:
     key = _field(mapping.id_field)
     if after is None:
         return f"{_select(mapping)} ORDER BY {key}"
-    if not SALESFORCE_ID.match(after):
-        raise UnsafeValue(f"not a Salesforce id: {after!r}")
-    return format_soql(f"{_select(mapping)} WHERE {key} > {{}} ORDER BY {key}", after)
+    return format_soql(
+        f"{_select(mapping)} WHERE {key} > {{}} ORDER BY {key}", _salesforce_id(after)
+    )
 
 
 def select_count(mapping: FieldMapping) -> str:
@@ -100,6 +106,12 @@ def to_records(updates: pd.DataFrame, mapping: FieldMapping) -> list[dict]:
 def _select(mapping: FieldMapping) -> str:
     fields = ", ".join(_field(field) for field in mapping.read.values())
     return f"SELECT {fields} FROM {_field(mapping.object)}"
+
+
+def _salesforce_id(value: str) -> str:
+    if not SALESFORCE_ID.match(str(value)):
+        raise UnsafeValue(f"not a Salesforce id: {value!r}")
+    return value
 
 
 def _field(name: str) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from itertools import count
@@ -28,7 +29,13 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")  # nothing phones home
 
 import great_expectations as gx  # noqa: E402
 from great_expectations import expectations as gxe  # noqa: E402
+from great_expectations.core import ExpectationSuiteValidationResult  # noqa: E402
+from great_expectations.core.run_identifier import RunIdentifier  # noqa: E402
 from great_expectations.data_context.types.base import ProgressBarsConfig  # noqa: E402
+from great_expectations.data_context.types.resource_identifiers import (  # noqa: E402
+    ExpectationSuiteIdentifier,
+    ValidationResultIdentifier,
+)
 
 REASON_COLUMN = "quarantine_reason"
 FIX_COLUMN = "fix_reason"
@@ -48,7 +55,15 @@ SCORING_INPUTS = (
 FUTURE_TOLERANCE = timedelta(minutes=5)
 SHOWN_TEXT = 60  # characters of a text value shown in a reason
 CONTRACTS_KEPT = 4
+# What each run asks of GX: every failing row (COMPLETE), but neither the pandas query that
+# would select them again nor the counts of the first few values, which nothing here reads.
+RESULT_FORMAT = {
+    "result_format": "COMPLETE",
+    "return_unexpected_index_query": False,
+    "partial_unexpected_count": 0,
+}
 _suite_numbers = count()
+_run_numbers = count()
 
 
 @dataclass(frozen=True)
@@ -58,33 +73,44 @@ class Validation:
     quarantined: pd.DataFrame  # rows leadsync cannot address, plus `quarantine_reason`
 
 
+Explain = Callable[[object], str]  # one failing value to the reason a person reads
+
+
 @dataclass(frozen=True)
 class _Check:
     expectation: gxe.Expectation
-    reason: str  # may use {value}
+    explain: Explain
     fixable: bool = True  # False: the row is quarantined
-    shown_as_is: bool = False  # the value is already words (the unreadable descriptions)
 
 
 class LeadContract:
-    """The suite, built once; `validate` runs it per chunk."""
+    """The suite and its validation definition, built once; `validate` runs it per chunk.
+
+    GX's cost per run grows with the expectations in the suite, hardly with the rows, so the
+    suite holds one expectation per column and rule: where one expectation covers two of the
+    contract's rules (a lower and an upper bound, a missing or a placeholder company), the
+    failing value tells which one it broke.
+    """
 
     def __init__(self, quality: DataQuality, now: pd.Timestamp | None = None):
         self.quality = quality
         self._now = now
-        context = gx.get_context(mode="ephemeral")
-        context.variables.progress_bars = ProgressBarsConfig(globally=False)  # no console noise
-        source = context.data_sources.add_pandas("leads")
-        self._batches = source.add_dataframe_asset("chunk").add_batch_definition_whole_dataframe(
-            "whole chunk"
+        self._context = gx.get_context(mode="ephemeral")
+        self._context.variables.progress_bars = ProgressBarsConfig(globally=False)  # no noise
+        batches = (
+            self._context.data_sources.add_pandas("leads")
+            .add_dataframe_asset("chunk")
+            .add_batch_definition_whole_dataframe("whole chunk")
         )
         self._checks = _checks(quality, self._latest_allowed())
-        self.suite = context.suites.add(
-            gx.ExpectationSuite(
-                f"lead_contract_{next(_suite_numbers)}",
-                expectations=[check.expectation for check in self._checks],
-            )
+        name = f"lead_contract_{next(_suite_numbers)}"
+        self.suite = self._context.suites.add(
+            gx.ExpectationSuite(name, expectations=[check.expectation for check in self._checks])
         )
+        self._definition = self._context.validation_definitions.add(
+            gx.ValidationDefinition(name=name, data=batches, suite=self.suite)
+        )
+        self._columns = list(dict.fromkeys(check.expectation.column for check in self._checks))
 
     def __reduce__(self):
         # GX's context does not pickle: a distributed worker rebuilds the suite, once.
@@ -122,22 +148,38 @@ class LeadContract:
 
     def _failures(self, frame: pd.DataFrame) -> list[tuple[_Check, list[int]]]:
         """Each check that some rows broke, with those rows."""
-        result = self._batches.get_batch(batch_parameters={"dataframe": frame}).validate(
-            self.suite, result_format={"result_format": "COMPLETE"}
-        )
+        result = self._run(_as_checked(frame[self._columns]))
         checks = {check.expectation.id: check for check in self._checks}
         failures = []
         for outcome in result.results:
             check = checks[outcome.expectation_config.id]
             if outcome.exception_info.get("raised_exception"):
                 raise RuntimeError(
-                    f"lead contract check failed to run: {check.reason}: "
+                    f"lead contract check failed to run: {type(check.expectation).__name__} "
+                    f"on {check.expectation.column}: "
                     f"{outcome.exception_info.get('exception_message')}"
                 )
             rows = outcome.result.get("unexpected_index_list") or []
             if rows:
                 failures.append((check, rows))
         return failures
+
+    def _run(self, checked: pd.DataFrame) -> ExpectationSuiteValidationResult:
+        """One run of the validation definition. GX keeps every result in the context's store,
+        which nothing here reads: it is removed, so a long sync's memory stays flat."""
+        result = self._definition.run(
+            batch_parameters={"dataframe": checked},
+            result_format=RESULT_FORMAT,
+            run_id=RunIdentifier(run_name=f"chunk {next(_run_numbers)}"),
+        )
+        self._context.validation_results_store.remove_key(
+            ValidationResultIdentifier(
+                expectation_suite_identifier=ExpectationSuiteIdentifier(name=self.suite.name),
+                run_id=result.meta["run_id"],
+                batch_identifier=result.batch_id,
+            )
+        )
+        return result
 
     def _latest_allowed(self) -> pd.Timestamp:
         now = self._now if self._now is not None else pd.Timestamp.now(tz="UTC")
@@ -164,12 +206,16 @@ def _checks(quality: DataQuality, latest: pd.Timestamp) -> list[_Check]:
 def _unaddressable_checks(latest: pd.Timestamp) -> list[_Check]:
     """What leadsync cannot address: it could not write the row, or cannot read it."""
     return [
-        _Check(gxe.ExpectColumnValuesToNotBeNull(column="crm_id"), "missing CRM id", False),
-        _Check(gxe.ExpectColumnValuesToBeNull(column=UNREADABLE), "{value}", False, True),
+        _Check(
+            gxe.ExpectColumnValuesToNotBeNull(column="crm_id"),
+            _saying("missing CRM id"),
+            fixable=False,
+        ),
+        _Check(gxe.ExpectColumnValuesToBeNull(column=UNREADABLE), str, fixable=False),
         _Check(  # the CRM's own stamp: when the record changed cannot be told
             gxe.ExpectColumnValuesToBeBetween(column="modified_at", max_value=latest),
-            "modified at {value} is in the future",
-            False,
+            _saying("modified at {value} is in the future"),
+            fixable=False,
         ),
     ]
 
@@ -180,12 +226,13 @@ def _fixable_checks(quality: DataQuality, latest: pd.Timestamp) -> list[_Check]:
     checks = [
         _Check(
             gxe.ExpectColumnValuesToMatchRegex(column="email", regex=EMAIL_PATTERN),
-            "email is not a valid address",  # never the address: reasons reach artifacts
+            _saying("email is not a valid address"),  # never the address: reasons reach artifacts
         ),
-        _Check(gxe.ExpectColumnValuesToNotBeNull(column="company"), "company is missing"),
-        _Check(
-            gxe.ExpectColumnValuesToNotMatchRegex(column="company", regex=r"^\s*$"),
-            "company is missing",
+        _Check(  # GX sees a missing company as an empty one (`_as_checked`)
+            gxe.ExpectColumnValuesToNotMatchRegex(
+                column="company", regex=rf"(?i)^\s*(?:{placeholders})?\s*$"
+            ),
+            _missing_or("company is missing", "company is a placeholder"),
         ),
     ]
     checks += [
@@ -193,34 +240,37 @@ def _fixable_checks(quality: DataQuality, latest: pd.Timestamp) -> list[_Check]:
             gxe.ExpectColumnValuesToNotMatchRegex(
                 column=column, regex=rf"(?i)^\s*(?:{placeholders})\s*$"
             ),
-            f"{column.replace('_', ' ')} is a placeholder",  # its value may be a real name
+            _saying(f"{column.replace('_', ' ')} is a placeholder"),  # the value may be a name
         )
-        for column in ("first_name", "last_name", "company")
+        for column in ("first_name", "last_name")
     ]
     checks += [
         _Check(
-            gxe.ExpectColumnValuesToBeBetween(column="employees", min_value=0),
-            "employees {value} is not a company size",
-        ),
-        _Check(
-            gxe.ExpectColumnValuesToBeBetween(column="employees", max_value=quality.max_employees),
-            f"employees {{value}} is over {quality.max_employees:,.0f}",
-        ),
-        _Check(
-            gxe.ExpectColumnValuesToBeBetween(column="annual_revenue", min_value=0),
-            "annual revenue {value} is negative",
+            gxe.ExpectColumnValuesToBeBetween(
+                column="employees", min_value=0, max_value=quality.max_employees
+            ),
+            _below_or_above(
+                0,
+                "employees {value} is not a company size",
+                f"employees {{value}} is over {quality.max_employees:,.0f}",
+            ),
         ),
         _Check(
             gxe.ExpectColumnValuesToBeBetween(
-                column="annual_revenue", max_value=quality.max_annual_revenue
+                column="annual_revenue", min_value=0, max_value=quality.max_annual_revenue
             ),
-            f"annual revenue {{value}} is not plausible (over {quality.max_annual_revenue:,.0f})",
+            _below_or_above(
+                0,
+                "annual revenue {value} is negative",
+                "annual revenue {value} is not plausible "
+                f"(over {quality.max_annual_revenue:,.0f})",
+            ),
         ),
     ]
     checks += [
         _Check(
             gxe.ExpectColumnValuesToBeBetween(column=column, max_value=latest),
-            f"{column.replace('_', ' ')} {{value}} is in the future",
+            _saying(f"{column.replace('_', ' ')} {{value}} is in the future"),
         )
         for column in ("last_engaged_at", "qualified_at")
     ]
@@ -228,7 +278,7 @@ def _fixable_checks(quality: DataQuality, latest: pd.Timestamp) -> list[_Check]:
     checks.append(
         _Check(
             gxe.ExpectColumnValuesToBeInSet(column="status", value_set=statuses),
-            "qualification status {value} is not one of " + ", ".join(statuses),
+            _saying("qualification status {value} is not one of " + ", ".join(statuses)),
         )
     )
     for column, allowed in (("country", quality.countries), ("industry", quality.industries)):
@@ -236,10 +286,33 @@ def _fixable_checks(quality: DataQuality, latest: pd.Timestamp) -> list[_Check]:
             checks.append(
                 _Check(
                     gxe.ExpectColumnValuesToBeInSet(column=column, value_set=sorted(allowed)),
-                    f"unknown {column} {{value}}",
+                    _saying(f"unknown {column} {{value}}"),
                 )
             )
     return checks
+
+
+def _saying(reason: str) -> Explain:
+    """The reason, with the failing value shown where it says {value}."""
+    return lambda value: reason.format(value=_show(value))
+
+
+def _below_or_above(minimum: float, below: str, above: str) -> Explain:
+    """For a check of both bounds: the reason for the bound the value broke."""
+    return lambda value: _saying(below if value < minimum else above)(value)
+
+
+def _missing_or(missing: str, otherwise: str) -> Explain:
+    """For a check that a missing or blank value also fails: which of the two it is."""
+    return lambda value: missing if pd.isna(value) or not str(value).strip() else otherwise
+
+
+def _as_checked(columns: pd.DataFrame) -> pd.DataFrame:
+    """The checked columns as GX reads them fastest: numbers as plain floats (GX compares
+    nullable ones value by value) and a missing company as an empty one, so one expectation
+    finds it missing, blank or a placeholder. Reasons show the values of the frame itself."""
+    numbers = columns.select_dtypes("Float64").columns
+    return columns.astype(dict.fromkeys(numbers, "float64")).fillna({"company": ""})
 
 
 def _no_reasons(index: pd.Index) -> pd.Series:
@@ -247,10 +320,9 @@ def _no_reasons(index: pd.Index) -> pd.Series:
 
 
 def _reasons(check: _Check, values: pd.Series) -> pd.Series:
-    """The check's reason for each failing row, its value shown (once per distinct value)."""
+    """The check's reason for each failing row (explained once per distinct value)."""
     codes, uniques = pd.factorize(values.astype(object), use_na_sentinel=False)
-    show = str if check.shown_as_is else _show
-    texts = [check.reason.format(value=show(value)) for value in uniques]
+    texts = [check.explain(value) for value in uniques]
     return pd.Series(texts, dtype="str").iloc[codes].set_axis(values.index)
 
 

@@ -114,6 +114,23 @@ def test_what_leadsync_cannot_address_is_quarantined(contract, good, column, val
     assert result.quarantined[REASON_COLUMN].iloc[0] == reason
 
 
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [
+        ("employees", 0),
+        ("employees", 5e6),
+        ("annual_revenue", 0),
+        ("annual_revenue", 1e12),
+        ("company", "Test Kitchen Supply"),
+        ("first_name", "Nathan"),
+        ("last_engaged_at", NOW + pd.Timedelta(minutes=5)),
+    ],
+)
+def test_values_on_a_bound_or_near_a_placeholder_are_valid(contract, good, column, value):
+    result = contract.validate(spoiled(good, **{column: value}))
+    assert result.review.empty and result.quarantined.empty
+
+
 def test_a_long_hubspot_company_is_valid(contract, good):
     result = contract.validate(spoiled(good, company="Acme " * 60, title="Chief " * 30))
     assert result.review.empty and result.quarantined.empty
@@ -160,6 +177,15 @@ def test_the_contract_survives_pickling(contract, good):
 
     copy = pickle.loads(pickle.dumps(contract))
     assert copy.validate(spoiled(good, employees=-3)).review.index.tolist() == [ROW]
+
+
+def test_the_contract_keeps_no_results_between_chunks(good):
+    """GX stores each run's result in its context; a sync of millions of leads must not keep
+    one per chunk."""
+    contract = LeadContract(QUALITY, now=NOW)
+    for _ in range(3):
+        assert contract.validate(spoiled(good, employees=-3)).review.index.tolist() == [ROW]
+    assert contract._context.validation_results_store.list_keys() == []
 
 
 def test_empty_chunk(contract):

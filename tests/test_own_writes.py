@@ -144,7 +144,7 @@ def test_a_rerun_with_nothing_changed_reads_none_of_leadsyncs_writes(org):
     next_second()
     rerun = sync()
     assert rerun.read == in_window.ne(USER_ID).sum() and rerun.written == 0
-    assert rerun.usage.reads == 2  # who leadsync is signed in as, then one query page
+    assert (rerun.usage.reads, rerun.usage.metadata) == (1, 2)  # a page; describe, who it is
 
 
 def test_an_edit_after_leadsyncs_write_is_read_and_rescored_by_the_next_sync(org):

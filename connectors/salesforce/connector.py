@@ -351,9 +351,10 @@ class SalesforceConnector:
 
 
 def call_kind(method: str, path: str) -> CallKind:
-    """What a Salesforce call was for, from its method and path."""
+    """What a Salesforce call was for, from its method and path: describe, limits and who the
+    connector is signed in as read no lead."""
     path = path.split("?")[0]
-    if path.endswith(("/describe", "/limits")):
+    if path.endswith(("/describe", "/limits", "/chatter/users/me")):
         return "metadata"
     if "/jobs/ingest" in path:
         return "write"

@@ -77,7 +77,9 @@ def conform(frame: pd.DataFrame) -> pd.DataFrame:
         values = _column(frame, column)
         out[column] = _as_dtype(values, dtype)
         if dtype in NOT_READ_AS:
-            unreadable = _joined(unreadable, _describe_unread(column, values, out[column], dtype))
+            described = _describe_unread(column, values, out[column], dtype)
+            if described is not None:
+                unreadable = _joined(unreadable, described)
     out[UNREADABLE] = unreadable
     return pd.DataFrame(out, index=frame.index)
 
@@ -86,11 +88,14 @@ def _column(frame: pd.DataFrame, column: str) -> pd.Series:
     return frame[column] if column in frame.columns else pd.Series(pd.NA, index=frame.index)
 
 
-def _describe_unread(column: str, raw: pd.Series, read: pd.Series, dtype: str) -> pd.Series:
-    """ "employees 'fifty' is not a number" where a present, non-blank value was not read."""
+def _describe_unread(
+    column: str, raw: pd.Series, read: pd.Series, dtype: str
+) -> pd.Series | None:
+    """ "employees 'fifty' is not a number" where a present, non-blank value was not read;
+    None where every value was read (most chunks), so nothing need be joined."""
     lost = read.isna() & raw.notna()
     if not lost.any():
-        return pd.Series(pd.NA, index=raw.index, dtype="str")
+        return None
     text = raw[lost].astype("str")
     text = text[text.str.strip() != ""]
     shown = text.str.slice(0, UNREADABLE_SHOWN).where(

@@ -131,6 +131,15 @@ def test_values_on_a_bound_or_near_a_placeholder_are_valid(contract, good, colum
     assert result.review.empty and result.quarantined.empty
 
 
+@pytest.mark.parametrize("conformed_first", [False, True], ids=["raw", "conformed by a connector"])
+def test_every_value_that_could_not_be_read_is_named_once(contract, good, conformed_first):
+    chunk = spoiled(good, employees="fifty", last_engaged_at="last Tuesday")
+    result = contract.validate(conform(chunk) if conformed_first else chunk)
+    assert result.quarantined[REASON_COLUMN].tolist() == [
+        "employees 'fifty' is not a number; last engaged at 'last Tuesday' is not a date"
+    ]
+
+
 def test_a_long_hubspot_company_is_valid(contract, good):
     result = contract.validate(spoiled(good, company="Acme " * 60, title="Chief " * 30))
     assert result.review.empty and result.quarantined.empty

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -84,7 +85,8 @@ class _Check:
 
 
 class LeadContract:
-    """The suite and its validation definition, built once; `validate` runs it per chunk.
+    """The suite and its validation definition, built once; `validate` runs it per chunk, on
+    any number of threads at once.
 
     GX's cost per run grows with the expectations in the suite, hardly with the rows, so the
     suite holds one expectation per column and rule: where one expectation covers two of the
@@ -111,6 +113,9 @@ class LeadContract:
             gx.ValidationDefinition(name=name, data=batches, suite=self.suite)
         )
         self._columns = list(dict.fromkeys(check.expectation.column for check in self._checks))
+        # Every chunk is a batch of the same id on the data source's one execution engine, so
+        # two runs at once would each compute metrics on whichever chunk was loaded last.
+        self._one_run_at_a_time = threading.Lock()
 
     def __reduce__(self):
         # GX's context does not pickle: a distributed worker rebuilds the suite, once.
@@ -167,11 +172,12 @@ class LeadContract:
     def _run(self, checked: pd.DataFrame) -> ExpectationSuiteValidationResult:
         """One run of the validation definition. GX keeps every result in the context's store,
         which nothing here reads: it is removed, so a long sync's memory stays flat."""
-        result = self._definition.run(
-            batch_parameters={"dataframe": checked},
-            result_format=RESULT_FORMAT,
-            run_id=RunIdentifier(run_name=f"chunk {next(_run_numbers)}"),
-        )
+        with self._one_run_at_a_time:
+            result = self._definition.run(
+                batch_parameters={"dataframe": checked},
+                result_format=RESULT_FORMAT,
+                run_id=RunIdentifier(run_name=f"chunk {next(_run_numbers)}"),
+            )
         self._context.validation_results_store.remove_key(
             ValidationResultIdentifier(
                 expectation_suite_identifier=ExpectationSuiteIdentifier(name=self.suite.name),

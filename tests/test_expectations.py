@@ -3,6 +3,8 @@ only what leadsync cannot address, and passes every good row."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import pandas as pd
 import pytest
 
@@ -179,6 +181,18 @@ def test_generated_bad_rows_go_to_review_not_quarantine(contract):
     # The seed holds only what the CRMs can hold: no malformed email.
     assert not reasons.str.contains("is not a valid address").any()
     assert len(result.valid) + len(result.review) == len(leads)
+
+
+def test_chunks_validated_at_once_on_threads_get_their_own_outcomes(contract):
+    """A sync scores two chunks at once with one contract (flows/pipeline.py)."""
+    chunks = [generate_leads(1500, seed=seed, now=NOW, mix=LeadMix(bad=0.3)) for seed in range(6)]
+    one_at_a_time = [contract.validate(chunk) for chunk in chunks]
+    with ThreadPoolExecutor(2) as pool:
+        at_once = list(pool.map(contract.validate, chunks))
+    for alone, together in zip(one_at_a_time, at_once, strict=True):
+        pd.testing.assert_frame_equal(together.valid, alone.valid)
+        pd.testing.assert_frame_equal(together.review, alone.review)
+        pd.testing.assert_frame_equal(together.quarantined, alone.quarantined)
 
 
 def test_the_contract_survives_pickling(contract, good):

@@ -113,8 +113,12 @@ class Connector(Protocol):
     def check_fields(self) -> None:
         """Raise MissingFields unless every mapped field exists in the CRM."""
 
-    def read_modified(self, since: datetime, until: datetime) -> Iterator[pd.DataFrame]:
-        """Leads with since <= modified_at < until, each exactly once."""
+    def read_modified(
+        self, since: datetime, until: datetime, skip_own_writes: bool = False
+    ) -> Iterator[pd.DataFrame]:
+        """Leads with since <= modified_at < until, each exactly once. With `skip_own_writes`
+        (a sync), a CRM that can tell who made a lead's last change (Salesforce) leaves out the
+        leads whose last change is leadsync's own write: they hold nothing new to score."""
 
     def read_all(self) -> Iterator[pd.DataFrame]:
         """Every lead, through the API's cheapest bulk or list path (backfills)."""

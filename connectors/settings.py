@@ -47,6 +47,11 @@ class ConnectorSettings(BaseSettings):
         description="the portal's Hub ID (the account menu shows it), for links to contacts in "
         "artifacts; unset: links to each contact's API URL",
     )
+    salesforce_skip_own_writes: bool = Field(
+        default=True,
+        description="a sync leaves out leads the integration user changed last (its own "
+        "writes); turn off when another tool or person also signs in as that user",
+    )
     salesforce_calls_in_flight: int = Field(
         default=20,
         ge=1,

@@ -69,7 +69,11 @@ def sync_leads(
         if owed:
             logger.info("Retrying %d leads a previous run could not finish", len(owed))
             pipeline.process_all(pages_by_id(connector, ledger, owed, dry_run), label="owed")
-        pages = connector.read_modified(since, as_of) if watermark else connector.read_all()
+        pages = (
+            connector.read_modified(since, as_of, skip_own_writes=True)
+            if watermark
+            else connector.read_all()
+        )
         report = pipeline.process_all(pages)
         if not dry_run:  # never into the future, even when as_of simulates it
             ledger.set_watermark(source, min(as_of, started), run_id())

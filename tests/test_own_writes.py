@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from connectors import connector_for
+from flows.backfill import backfill_leads
 from flows.jobs import requalify_leads, sync_leads
 from flows.ledger import Ledger
 from flows.listen import Listener
@@ -91,7 +92,7 @@ def read_by_next_sync() -> set[str]:
     """The leads the next sync's window holds (from the watermark, less the overlap)."""
     since = Ledger().watermark("salesforce") - timedelta(minutes=10)
     until = pd.Timestamp.now(tz="UTC") + pd.Timedelta(seconds=1)
-    pages = connector_for("salesforce").read_modified(since, until)
+    pages = connector_for("salesforce").read_modified(since, until, skip_own_writes=True)
     return {crm_id for page in pages for crm_id in page["crm_id"]}
 
 
@@ -145,6 +146,23 @@ def test_a_rerun_with_nothing_changed_reads_none_of_leadsyncs_writes(org):
     rerun = sync()
     assert rerun.read == in_window.ne(USER_ID).sum() and rerun.written == 0
     assert (rerun.usage.reads, rerun.usage.metadata) == (1, 2)  # a page; describe, who it is
+
+
+def test_a_backfill_from_a_date_and_a_sync_told_to_read_own_writes_read_them(org, monkeypatch):
+    """Only a sync skips leadsync's own writes: a backfill after a rules change must rescore
+    them too; and a sync reads them when the integration user is shared with another tool."""
+    start = (Ledger().watermark("salesforce") - timedelta(days=1)).replace(microsecond=0)
+    ours = sum(
+        row["LastModifiedById"] == USER_ID
+        for row in org.salesforce.table.select(["LastModifiedById"], "1 = 1", [])
+    )
+    assert ours > LEADS / 2
+    state = backfill_leads(source="salesforce", start=start, dry_run=True, return_state=True)
+    assert state.is_completed(), state.message
+    assert state.result().read >= ours
+    monkeypatch.setenv("LEADSYNC_SALESFORCE_SKIP_OWN_WRITES", "false")
+    next_second()
+    assert sync().read >= ours
 
 
 def test_an_edit_after_leadsyncs_write_is_read_and_rescored_by_the_next_sync(org):

@@ -236,7 +236,12 @@ class HubSpotConnector:
         )
         return {prop["name"]: prop for prop in existing["results"]}
 
-    def read_modified(self, since: datetime, until: datetime) -> Iterator[pd.DataFrame]:
+    def read_modified(
+        self, since: datetime, until: datetime, skip_own_writes: bool = False
+    ) -> Iterator[pd.DataFrame]:
+        """Contacts modified in [since, until), leadsync's own writes included whatever
+        `skip_own_writes` says: HubSpot's search can tell neither who made a change nor compare
+        two properties (README, "Syncs at scale")."""
         stamp = self.mapping.modified_field
         window = [
             {"propertyName": stamp, "operator": "GTE", "value": records.epoch_millis(since)},

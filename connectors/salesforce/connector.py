@@ -191,13 +191,16 @@ class SalesforceConnector:
                 self._user_id = self._call(lambda: self.client.restful("chatter/users/me"))["id"]
         return self._user_id
 
-    def read_modified(self, since: datetime, until: datetime) -> Iterator[pd.DataFrame]:
-        """Leads modified in [since, until) whose last change is not leadsync's own: a lead
-        the integration user wrote last (LastModifiedById) holds nothing new to score. A
-        person's edit racing a write is covered as README ("Syncs at scale") explains."""
-        return self._pages(
-            records.select_modified(self.mapping, since, until, not_by=self.user_id())
-        )
+    def read_modified(
+        self, since: datetime, until: datetime, skip_own_writes: bool = False
+    ) -> Iterator[pd.DataFrame]:
+        """Leads modified in [since, until); with `skip_own_writes` (and
+        LEADSYNC_SALESFORCE_SKIP_OWN_WRITES, on by default) not those the integration user
+        wrote last (LastModifiedById). A person's edit racing a write is covered as README
+        ("Syncs at scale") explains."""
+        skipping = skip_own_writes and self.settings.salesforce_skip_own_writes
+        not_by = self.user_id() if skipping else None
+        return self._pages(records.select_modified(self.mapping, since, until, not_by=not_by))
 
     def read_all(self) -> Iterator[pd.DataFrame]:
         return (page for page, _ in self.read_all_from(None))

@@ -2,10 +2,14 @@
 
 Sync, backfill and requalify stream a CRM's pages through `Pipeline.process_all`, which
 combines them into chunks (`chunks_of`); the tasks are chunk-sized, never one per lead. The
-stages overlap, as the CRM's limits, not the CPU, bound the job: the next chunk is read while
-one is scored, and a chunk's writes go on while the next ones are read and scored. Scoring
-runs on the flow's task runner (threads, or Dask); writes stay in the flow's process, where
-the connector paces them.
+stages overlap, as the CRM's limits, not the CPU, bound the job: the next chunks are read while
+one is scored, the next chunk's scoring is submitted before the previous one's is awaited (one
+chunk per worker of the task runner), and a chunk's writes go on while the next ones are read
+and scored. Results are taken in the order the chunks were read, so planning, writing and the
+report see the chunks in that order whichever worker finished first. Scoring runs on the flow's
+task runner (threads, or Dask); writes stay in the flow's process, where the connector paces
+them. `RunReport.timeline` shows when each chunk was read, scored (and by which worker) and
+written.
 Every write is in the audit ledger before it is sent and confirmed as its batch returns
 (flows/audit.py); `RunReport` (flows/report.py) accumulates what on-call and RevOps read.
 """
@@ -13,12 +17,15 @@ Every write is in the audit ledger before it is sent and confirmed as its batch 
 from __future__ import annotations
 
 import contextvars
+import os
 import queue
+import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TypeVar
@@ -26,6 +33,7 @@ from typing import TypeVar
 import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from prefect.futures import PrefectFuture
 
 from connectors import Connector
 from connectors.base import WriteInterrupted, WritingStopped
@@ -38,6 +46,7 @@ from scoring import Rules, score
 
 READ_AHEAD = 2  # chunks read before they are needed
 T = TypeVar("T")
+_END = object()
 
 
 @dataclass(frozen=True)
@@ -47,12 +56,16 @@ class ChunkResult:
     scored: pd.DataFrame
     plan: Plan
     seconds: dict[str, float]  # validate, score, plan
+    worker: str  # who scored it: the Dask worker, or the process and thread
+    started_at: float  # wall-clock time (time.time()), comparable across the host's processes
+    finished_at: float
 
 
 @task(name="validate-and-score", cache_policy=NO_CACHE, task_run_name="score-{label}")
 def score_chunk(
     chunk: pd.DataFrame, rules: Rules, contract: LeadContract, as_of: datetime, label: str
 ) -> ChunkResult:
+    started_at = time.time()
     started = time.perf_counter()
     validation = contract.validate(chunk)
     leads, problems = to_score(validation)
@@ -65,7 +78,21 @@ def score_chunk(
         "score": scored_at - validated,
         "plan": time.perf_counter() - scored_at,
     }
-    return ChunkResult(validation, leads, scored, plan, seconds)
+    return ChunkResult(
+        validation, leads, scored, plan, seconds, scoring_worker(), started_at, time.time()
+    )
+
+
+def scoring_worker() -> str:
+    """The Dask worker running this, by name, or else this process and thread. A Dask worker
+    has `distributed` imported already; the thread runner need not pay for importing it."""
+    distributed = sys.modules.get("distributed")
+    if distributed is not None:
+        try:
+            return f"dask worker {distributed.get_worker().name}"
+        except ValueError:  # not on a Dask worker
+            pass
+    return f"pid {os.getpid()} {threading.current_thread().name}"
 
 
 def to_score(validation: Validation) -> tuple[pd.DataFrame, pd.Series]:
@@ -149,12 +176,23 @@ class Pending:
         )
 
 
+@dataclass(frozen=True)
+class _Scoring:
+    """A chunk submitted to the task runner: its scoring, and what its planning needs."""
+
+    future: PrefectFuture
+    ids: pd.Series  # every lead of the chunk, quarantined ones too
+    read_at: float
+    label: str
+
+
 @dataclass
 class _Writing:
     """Writes in flight, and the leads whose outcome is already recorded."""
 
     future: Future
     pending: Pending
+    label: str
     recorded: set[str] = field(default_factory=set)
 
 
@@ -197,14 +235,19 @@ class Pipeline:
         started = time.perf_counter()
         with ThreadPoolExecutor(settings.chunks_in_flight, thread_name_prefix="crm-write") as pool:
             try:
-                for number, (chunk, read_at) in enumerate(read_ahead(chunks), start=1):
-                    planned = self._score(chunk, read_at, f"{prefix}-{number}")
-                    if planned is None:
-                        continue
-                    waiting = planned if waiting is None else waiting + planned
-                    ready, waiting = waiting.split(len(waiting.updates) // batch * batch)
-                    if len(ready.updates):
-                        self._start_write(pool, writing, ready, f"{prefix}-{number}")
+                with closing(read_ahead(timed(chunks))) as read:  # on a stop, reading stops first
+                    submitted = (
+                        self._submit(chunk, read_at, asked_at, arrived_at, f"{prefix}-{number}")
+                        for number, ((chunk, read_at), asked_at, arrived_at) in enumerate(read, 1)
+                    )
+                    for scoring in ahead(submitted, settings.chunks_scoring):
+                        planned = self._planned(scoring)
+                        if planned is None:
+                            continue
+                        waiting = planned if waiting is None else waiting + planned
+                        ready, waiting = waiting.split(len(waiting.updates) // batch * batch)
+                        if len(ready.updates):
+                            self._start_write(pool, writing, ready, scoring.label)
                 if waiting is not None and len(waiting.updates):
                     self._start_write(pool, writing, waiting, f"{prefix}-last")
                 while writing:
@@ -217,27 +260,34 @@ class Pipeline:
     def _count_read(self, seconds: float) -> None:
         self.report.add_seconds("read", seconds)
 
-    def _score(self, chunk: pd.DataFrame, read_at: float, label: str) -> Pending | None:
-        """Validate, score and plan a chunk, and account for it; returns its planned writes.
-        Leads with nothing to write are settled at once."""
+    def _submit(
+        self, chunk: pd.DataFrame, read_at: float, asked_at: float, arrived_at: float, label: str
+    ) -> _Scoring:
+        """Submit a chunk's validation, scoring and planning to the flow's task runner."""
         chunk = chunk.drop_duplicates("crm_id", keep="last")
+        self.report.read += len(chunk)
+        self.report.add_span("read", label, asked_at, arrived_at)
+        future = score_chunk.submit(chunk, self.rules, self.contract, self.as_of, label)
+        return _Scoring(future, chunk["crm_id"], read_at, label)
+
+    def _planned(self, scoring: _Scoring) -> Pending | None:
+        """Wait for a chunk's scoring and account for it; returns its planned writes. Leads
+        with nothing to write are settled at once."""
+        result: ChunkResult = scoring.future.result()
         report = self.report
-        report.read += len(chunk)
-        result = score_chunk.submit(chunk, self.rules, self.contract, self.as_of, label).result()
-        for stage, seconds in result.seconds.items():
-            report.add_seconds(stage, seconds)
+        report.add_scored_chunk(
+            scoring.label, result.worker, result.started_at, result.finished_at, result.seconds
+        )
         report.add_validation(result.validation, result.scored["status"])
         report.add_plan(result.leads, result.scored, result.plan)
         if self.dry_run:
             return None
-        updates = result.plan.updates
-        self.ledger.settle(
-            self.connector.source, chunk["crm_id"][~chunk["crm_id"].isin(updates["crm_id"])]
-        )
+        updates, ids = result.plan.updates, scoring.ids
+        self.ledger.settle(self.connector.source, ids[~ids.isin(updates["crm_id"])])
         if updates.empty:
             return None
         read = result.leads[result.leads["crm_id"].isin(updates["crm_id"])]
-        return Pending(updates, read.assign(read_at=read_at), result.plan.changes)
+        return Pending(updates, read.assign(read_at=scoring.read_at), result.plan.changes)
 
     def _start_write(
         self, pool: ThreadPoolExecutor, writing: deque[_Writing], pending: Pending, label: str
@@ -257,7 +307,7 @@ class Pipeline:
             recheck,
             lambda batch: self._record_batch(batch, recorded),
         )
-        writing.append(_Writing(future, pending, recorded))
+        writing.append(_Writing(future, pending, label, recorded))
 
     def _timed_write(
         self,
@@ -265,12 +315,13 @@ class Pipeline:
         label: str,
         recheck: bool,
         on_batch: Callable[[pd.DataFrame], None],
-    ) -> tuple[pd.DataFrame, float]:
-        started = time.perf_counter()
+    ) -> tuple[pd.DataFrame, float, float]:
+        """The leads skipped, and when the writing started and ended (wall-clock)."""
+        started_at = time.time()
         skipped = write_updates(
             self.connector, pending.updates, pending.read, label, recheck, on_batch
         )
-        return skipped, time.perf_counter() - started
+        return skipped, started_at, time.time()
 
     def _record_batch(self, written: pd.DataFrame, recorded: set[str]) -> None:
         """A batch returned: confirm its writes in the ledger, owe its failures; then make sure
@@ -290,12 +341,13 @@ class Pipeline:
         """Wait for a chunk's writes and settle every lead whose batch did not report: leads
         a person changed since the read are owed, leads gone from the CRM are settled."""
         try:
-            skipped, seconds = writing.future.result()
+            skipped, started_at, finished_at = writing.future.result()
         except WriteInterrupted as stop:  # record what was written, then stop the run
             unrecorded = stop.report[~stop.report["crm_id"].isin(writing.recorded)]
             self._record_batch_quietly(unrecorded, writing.recorded)
             raise stop.cause from stop
-        self.report.add_seconds("write", seconds)
+        self.report.add_seconds("write", finished_at - started_at)
+        self.report.add_span("write", writing.label, started_at, finished_at)
         source, ids = self.connector.source, writing.pending.updates["crm_id"]
         unsent = ids[~ids.isin(writing.recorded)]
         self.ledger.audit.confirm(self.run_id, source, [], unsent)
@@ -348,6 +400,31 @@ def chunks_of(
             parts, leads = [], 0
     if parts:
         yield pd.concat(parts, ignore_index=True), first_at
+
+
+def timed(items: Iterable[T]) -> Iterator[tuple[T, float, float]]:
+    """Each of `items` with the wall-clock times it was asked for and it arrived."""
+    iterator = iter(items)
+    try:
+        while True:
+            asked_at = time.time()
+            item = next(iterator, _END)
+            if item is _END:
+                return
+            yield item, asked_at, time.time()
+    finally:
+        getattr(iterator, "close", lambda: None)()
+
+
+def ahead(items: Iterable[T], depth: int) -> Iterator[T]:
+    """`items` in order, each handed over once the `depth - 1` after it were produced (or the
+    items ran out): the next chunks' scoring is submitted before a chunk's result is awaited."""
+    produced: deque[T] = deque()
+    for item in items:
+        produced.append(item)
+        if len(produced) >= depth:
+            yield produced.popleft()
+    yield from produced
 
 
 def read_ahead(items: Iterable[T], depth: int = READ_AHEAD) -> Iterator[T]:

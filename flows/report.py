@@ -1,6 +1,7 @@
 """What a run did, as on-call and RevOps read it afterwards: counts, transitions with examples,
 score bands, samples of the leads sent to review or quarantined and of those the CRM refused,
-busy seconds per stage and API usage."""
+busy seconds per stage and per scoring worker, when each chunk was read, scored and written, and
+API usage."""
 
 from __future__ import annotations
 
@@ -24,6 +25,19 @@ FIX_ASKED = "fix reason in the CRM, status "  # + the status kept or set (human-
 QUARANTINED = "quarantined, not written"
 
 
+@dataclass(frozen=True)
+class Span:
+    """A stage's work on one chunk, from `start` to `end` (wall-clock seconds, time.time(), so
+    spans from the Dask workers' processes compare). A write carries the label of the chunk
+    whose updates completed its batches."""
+
+    stage: str  # read, score (validate, score and plan), write
+    chunk: str  # the chunk's label, e.g. hubspot-3
+    start: float
+    end: float
+    worker: str = ""  # who scored the chunk
+
+
 @dataclass
 class RunReport:
     read: int = 0
@@ -45,10 +59,25 @@ class RunReport:
     seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
     elapsed: float = 0.0  # seconds from the first read to the last write recorded
     rechecked: int = 0  # chunks re-read before writing, as they waited long
+    worker_seconds: dict[str, float] = field(default_factory=dict)  # validate+score+plan
+    timeline: list[Span] = field(default_factory=list)  # a few spans per chunk, in order
     usage: ApiUsage | None = None  # the connector's calls, when the run ends
 
     def add_seconds(self, stage: str, seconds: float) -> None:
         self.seconds[stage] += seconds
+
+    def add_span(self, stage: str, chunk: str, start: float, end: float) -> None:
+        self.timeline.append(Span(stage, chunk, start, end))
+
+    def add_scored_chunk(
+        self, chunk: str, worker: str, start: float, end: float, seconds: dict[str, float]
+    ) -> None:
+        """A chunk validated, scored and planned by `worker`: `seconds` per stage."""
+        for stage, busy in seconds.items():
+            self.add_seconds(stage, busy)
+        busy = sum(seconds.values())
+        self.worker_seconds[worker] = self.worker_seconds.get(worker, 0.0) + busy
+        self.timeline.append(Span("score", chunk, start, end, worker))
 
     def add_validation(self, validation: Validation, statuses: pd.Series) -> None:
         """`statuses`: the status scoring gave each lead sent to review (same index)."""

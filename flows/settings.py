@@ -8,6 +8,8 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+SCORING_THREADS = 2  # workers of the thread runner: the chunks scored at once on threads
+
 
 class JobSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LEADSYNC_", extra="ignore")
@@ -20,7 +22,12 @@ class JobSettings(BaseSettings):
     dask_address: str | None = Field(
         default=None, description="scheduler of an existing Dask cluster; unset: a local one"
     )
-    dask_workers: int = Field(default=2, ge=1, description="workers of the local Dask cluster")
+    dask_workers: int = Field(
+        default=2,
+        ge=1,
+        description="workers of the local Dask cluster; on any Dask cluster, the chunks "
+        "scored at once",
+    )
     chunk_leads: int = Field(
         default=20_000,
         ge=1,
@@ -66,6 +73,11 @@ class JobSettings(BaseSettings):
         "(0: no limit)",
     )
 
+    @property
+    def chunks_scoring(self) -> int:
+        """Chunks validated and scored at once: one per worker of the task runner, so that
+        every worker is busy while the results are taken in order."""
+        return self.dask_workers if self.task_runner == "dask" else SCORING_THREADS
 
 
 class ListenSettings(BaseSettings):
@@ -111,4 +123,4 @@ def task_runner(settings: JobSettings | None = None) -> TaskRunner:
                 "dashboard_address": None,
             }
         )
-    return ThreadPoolTaskRunner(max_workers=2)
+    return ThreadPoolTaskRunner(max_workers=SCORING_THREADS)

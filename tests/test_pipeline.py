@@ -1,17 +1,27 @@
-"""The pipeline's own mechanics, without a CRM: chunking, reading ahead, whole-batch writes."""
+"""The pipeline's own mechanics: chunking, reading ahead, whole-batch writes, and chunks scored
+at once on the flow's task runner (threads, or a Dask cluster of two workers) against a sandbox
+CRM."""
 
 from __future__ import annotations
 
+import math
+import os
 import threading
 
 import pandas as pd
 import pytest
 
+from connectors import connector_for
 from expectations.suite import REASON_COLUMN, LeadContract
-from flows.pipeline import Pending, chunks_of, read_ahead, score_chunk
-from flows.report import RunReport
+from flows.jobs import sync_leads
+from flows.pipeline import Pending, ahead, chunks_of, read_ahead, score_chunk
+from flows.report import RunReport, Span
+from flows.settings import task_runner
 from sandbox.seed import LeadMix, generate_leads
 from scoring import load_rules
+
+CHUNKS = 6  # HubSpot search pages of 200 contacts, one chunk each
+WRITTEN = ["status", "score", "reason", "qualified_at"]
 
 
 def pending(ids: list[str], read_at: float = 100.0) -> Pending:
@@ -82,6 +92,87 @@ def test_read_ahead_keeps_order_and_raises_the_readers_error_here():
             seen.append(item)
     assert seen == [0, 1, 2, 3, 4]
     assert not [t for t in threading.enumerate() if t.name == "crm-read"]
+
+
+def test_ahead_produces_the_next_items_before_it_hands_one_over_and_keeps_their_order():
+    produced: list[int] = []
+
+    def items():
+        for number in range(5):
+            produced.append(number)
+            yield number
+
+    taken = []
+    for item in ahead(items(), depth=3):
+        taken.append((item, len(produced)))
+    assert taken == [(0, 3), (1, 4), (2, 5), (3, 5), (4, 5)]
+
+
+@pytest.fixture
+def hubspot(start_sandbox, tmp_path, monkeypatch, prefect_api):
+    """`hubspot(name)` starts a sandbox of CHUNKS search pages of contacts (the same ones each
+    time) and points the connectors and the ledger at it; chunks hold one page each."""
+    monkeypatch.delenv("HUBSPOT_ACCESS_TOKEN", raising=False)
+    monkeypatch.setenv("LEADSYNC_CHUNK_LEADS", "200")
+    as_of = pd.Timestamp.now(tz="UTC").floor("s")
+
+    def start(name: str) -> pd.Timestamp:
+        sandbox = start_sandbox(leads=200 * CHUNKS, seed=17, seeded_at=as_of)
+        sandbox.write_info(tmp_path / f"{name}.json")
+        monkeypatch.setenv("LEADSYNC_SANDBOX_INFO", str(tmp_path / f"{name}.json"))
+        monkeypatch.setenv("LEADSYNC_LEDGER_URL", f"sqlite:///{tmp_path / name}.sqlite3")
+        return as_of
+
+    return start
+
+
+def synced(flow, as_of: pd.Timestamp) -> RunReport:
+    state = flow(source="hubspot", as_of=as_of, return_state=True)
+    assert state.is_completed(), state.message
+    return state.result()
+
+
+def spans(report: RunReport, stage: str) -> list[Span]:
+    return [span for span in report.timeline if span.stage == stage]
+
+
+def hubspot_state() -> pd.DataFrame:
+    return pd.concat(connector_for("hubspot").read_all()).set_index("crm_id").sort_index()
+
+
+def test_a_chunks_scoring_starts_before_the_previous_ones_ends_and_results_stay_in_order(
+    hubspot,
+):
+    report = synced(sync_leads, hubspot("threads"))
+    scoring = spans(report, "score")
+    assert [span.chunk for span in scoring] == [f"hubspot-{n}" for n in range(1, CHUNKS + 1)]
+    assert any(later.start < earlier.end for earlier, later in zip(scoring, scoring[1:]))
+    assert {span.worker.split()[1] for span in scoring} == {str(os.getpid())}  # threads
+    assert set(report.worker_seconds) == {span.worker for span in scoring}
+    assert len(spans(report, "read")) == CHUNKS
+    assert report.written == report.changed > 1_000
+    assert report.usage.writes == math.ceil(report.changed / 100)  # whole batches still
+
+
+def test_on_a_dask_cluster_of_two_workers_both_score_chunks_and_write_what_threads_write(
+    hubspot, monkeypatch
+):
+    synced(sync_leads, hubspot("threads"))
+    on_threads = hubspot_state()[WRITTEN]
+
+    as_of = hubspot("dask")
+    monkeypatch.setenv("LEADSYNC_TASK_RUNNER", "dask")
+    monkeypatch.setenv("LEADSYNC_DASK_WORKERS", "2")
+    report = synced(sync_leads.with_options(task_runner=task_runner()), as_of)
+    scoring = spans(report, "score")
+    workers = {span.worker for span in scoring}
+    assert len(workers) == 2 and all(worker.startswith("dask worker") for worker in workers)
+    assert any(  # both at once
+        later.start < earlier.end and later.worker != earlier.worker
+        for earlier, later in zip(scoring, scoring[1:])
+    )
+    assert set(report.worker_seconds) == workers and min(report.worker_seconds.values()) > 0
+    pd.testing.assert_frame_equal(hubspot_state()[WRITTEN], on_threads)
 
 
 def test_rollback_restores_first_old_values_and_leaves_changed_or_gone_leads():

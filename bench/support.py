@@ -1,9 +1,11 @@
-"""What the end-to-end benches share: sandbox CRMs in their own process, flow runs measured
-for wall time and peak RSS, counted retries, and the machine the figures come from."""
+"""What the end-to-end benches share: sandbox CRMs in their own process (served, or run in a
+manager process where a person edits leads), flow runs measured for wall time and peak RSS,
+counted retries, seconds of overlapping work, and the machine the figures come from."""
 
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import platform
 import signal
@@ -13,11 +15,13 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from multiprocessing.managers import BaseManager
 from pathlib import Path
 
+import pandas as pd
 import psutil
 
 QUIET = {
@@ -52,6 +56,19 @@ def page_and_batch(source: str) -> tuple[int, int]:
     return connector.page_size, connector.write_batch_size
 
 
+def busy_seconds(spans: Sequence[tuple[float, float]], at_least: int = 1) -> float:
+    """Seconds in which at least `at_least` of the (start, end) `spans` were under way."""
+    if not spans:
+        return 0.0
+    starts, ends = zip(*spans, strict=True)
+    events = pd.DataFrame(
+        {"at": [*starts, *ends], "change": [1] * len(starts) + [-1] * len(ends)}
+    ).sort_values(["at", "change"], kind="stable")
+    under_way = events["change"].cumsum()
+    lasting = events["at"].diff().shift(-1)
+    return float(lasting[under_way >= at_least].sum())
+
+
 def machine() -> dict[str, object]:
     return {
         "cpus": os.cpu_count(),
@@ -80,6 +97,59 @@ def sandbox_process(directory: Path, leads: int, *options: str) -> Iterator[Path
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=60)
+
+
+class PersonAtTheCrms:
+    """Both sandbox CRMs, run in a manager process, and a person editing leads there as in
+    the CRM's UI (another user than leadsync's, so a sync sees a change someone else made)."""
+
+    def __init__(self, directory: Path, leads: int, latency_seconds: float):
+        from sandbox.http import FaultPlan
+        from sandbox.run import Sandbox, SandboxConfig
+
+        config = SandboxConfig(
+            leads=leads, data_dir=directory, faults=FaultPlan(latency_seconds=latency_seconds)
+        )
+        self.sandbox = Sandbox(config).start()
+        self.sandbox.write_info(directory / "info.json")
+
+    def edit(self, source: str, edits: dict[str, dict]) -> None:
+        """Every edit (fields by lead id): HubSpot's bulk edit, as an import makes; Salesforce
+        one by one, its sandbox having no bulk edit."""
+        if source == "hubspot":
+            self.sandbox.hubspot.edit_many_as_person(edits)
+            return
+        for crm_id, fields in edits.items():
+            self.sandbox.salesforce.edit_as_person(crm_id, fields)
+
+    def responses_429(self) -> int:
+        """The 429s HubSpot's budgets answered so far (Salesforce's sandbox answers none)."""
+        return self.sandbox.hubspot.rate_limited_responses
+
+    def stop(self) -> None:
+        self.sandbox.stop()
+
+
+class _CrmManager(BaseManager):
+    pass
+
+
+_CrmManager.register("PersonAtTheCrms", PersonAtTheCrms)
+
+
+@contextmanager
+def crms_with_a_person(
+    directory: Path, leads: int, latency_seconds: float
+) -> Iterator[tuple[PersonAtTheCrms, Path]]:
+    """Both sandbox CRMs, seeded with `leads` each and every call delayed by
+    `latency_seconds`, in a process of their own; yields a handle on them there and their
+    info file."""
+    with _CrmManager(ctx=multiprocessing.get_context("spawn")) as manager:
+        crms = manager.PersonAtTheCrms(directory, leads, latency_seconds)
+        try:
+            yield crms, directory / "info.json"
+        finally:
+            crms.stop()
 
 
 @contextmanager

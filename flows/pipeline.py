@@ -184,6 +184,8 @@ class _Scoring:
     ids: pd.Series  # every lead of the chunk, quarantined ones too
     read_at: float
     label: str
+    asked_at: float  # when its pages were asked for, and when the last arrived (wall-clock)
+    arrived_at: float
 
 
 @dataclass
@@ -235,12 +237,17 @@ class Pipeline:
         started = time.perf_counter()
         with ThreadPoolExecutor(settings.chunks_in_flight, thread_name_prefix="crm-write") as pool:
             try:
-                with closing(read_ahead(timed(chunks))) as read:  # on a stop, reading stops first
-                    submitted = (
-                        self._submit(chunk, read_at, asked_at, arrived_at, f"{prefix}-{number}")
-                        for number, ((chunk, read_at), asked_at, arrived_at) in enumerate(read, 1)
+                submitted = (
+                    self._submit(chunk, read_at, asked_at, arrived_at, f"{prefix}-{number}")
+                    for number, ((chunk, read_at), asked_at, arrived_at) in enumerate(
+                        timed(chunks), 1
                     )
-                    for scoring in ahead(submitted, settings.chunks_scoring):
+                )
+                # Each chunk is submitted by the reader as it arrives, so its scoring starts
+                # while earlier chunks are still scored or planned; on a stop, reading stops
+                # first.
+                with closing(read_ahead(submitted, settings.chunks_scoring)) as scorings:
+                    for scoring in scorings:
                         planned = self._planned(scoring)
                         if planned is None:
                             continue
@@ -263,18 +270,19 @@ class Pipeline:
     def _submit(
         self, chunk: pd.DataFrame, read_at: float, asked_at: float, arrived_at: float, label: str
     ) -> _Scoring:
-        """Submit a chunk's validation, scoring and planning to the flow's task runner."""
+        """Submit a chunk's validation, scoring and planning to the flow's task runner (on the
+        reader's thread: the report is the flow's thread's, in `_planned`)."""
         chunk = chunk.drop_duplicates("crm_id", keep="last")
-        self.report.read += len(chunk)
-        self.report.add_span("read", label, asked_at, arrived_at)
         future = score_chunk.submit(chunk, self.rules, self.contract, self.as_of, label)
-        return _Scoring(future, chunk["crm_id"], read_at, label)
+        return _Scoring(future, chunk["crm_id"], read_at, label, asked_at, arrived_at)
 
     def _planned(self, scoring: _Scoring) -> Pending | None:
         """Wait for a chunk's scoring and account for it; returns its planned writes. Leads
         with nothing to write are settled at once."""
-        result: ChunkResult = scoring.future.result()
         report = self.report
+        report.read += len(scoring.ids)
+        report.add_span("read", scoring.label, scoring.asked_at, scoring.arrived_at)
+        result: ChunkResult = scoring.future.result()
         report.add_scored_chunk(
             scoring.label, result.worker, result.started_at, result.finished_at, result.seconds
         )
@@ -414,17 +422,6 @@ def timed(items: Iterable[T]) -> Iterator[tuple[T, float, float]]:
             yield item, asked_at, time.time()
     finally:
         getattr(iterator, "close", lambda: None)()
-
-
-def ahead(items: Iterable[T], depth: int) -> Iterator[T]:
-    """`items` in order, each handed over once the `depth - 1` after it were produced (or the
-    items ran out): the next chunks' scoring is submitted before a chunk's result is awaited."""
-    produced: deque[T] = deque()
-    for item in items:
-        produced.append(item)
-        if len(produced) >= depth:
-            yield produced.popleft()
-    yield from produced
 
 
 def read_ahead(items: Iterable[T], depth: int = READ_AHEAD) -> Iterator[T]:

@@ -14,7 +14,7 @@ import pytest
 from connectors import connector_for
 from expectations.suite import REASON_COLUMN, LeadContract
 from flows.jobs import sync_leads
-from flows.pipeline import Pending, ahead, chunks_of, read_ahead, score_chunk
+from flows.pipeline import Pending, chunks_of, read_ahead, score_chunk
 from flows.report import RunReport, Span
 from flows.settings import task_runner
 from sandbox.seed import LeadMix, generate_leads
@@ -92,20 +92,6 @@ def test_read_ahead_keeps_order_and_raises_the_readers_error_here():
             seen.append(item)
     assert seen == [0, 1, 2, 3, 4]
     assert not [t for t in threading.enumerate() if t.name == "crm-read"]
-
-
-def test_ahead_produces_the_next_items_before_it_hands_one_over_and_keeps_their_order():
-    produced: list[int] = []
-
-    def items():
-        for number in range(5):
-            produced.append(number)
-            yield number
-
-    taken = []
-    for item in ahead(items(), depth=3):
-        taken.append((item, len(produced)))
-    assert taken == [(0, 3), (1, 4), (2, 5), (3, 5), (4, 5)]
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ class ConnectorSettings(BaseSettings):
         "chunks written together, up to their product per CRM (HubSpot's pacing still holds)",
     )
     read_concurrency: int = Field(
-        default=4,
+        default=8,
         ge=1,
         le=16,
         description="pages read by id at once (a rescore of changed leads, the owed leads of a "

@@ -58,9 +58,10 @@ def keyset_pages(
 
     No request carries an offset, so matches that leave the search meanwhile shift nothing, and
     a cap on how deep a search may page never applies. Two requests in flight keep a search
-    budget busy through each round trip; each response's `total` says how many matches remain,
-    so the second cursor starts only when more than a page remains, and neither makes an empty
-    last call.
+    budget busy through each round trip, and the next two are sent before the pages are handed
+    over, so what the caller does with a page never holds the searches back; each response's
+    `total` says how many matches remain, so the second cursor starts only when more than a
+    page remains, and neither makes an empty last call.
     """
     low, high = start  # every match at or below `low`, or at or above `high`, is read
     with ThreadPoolExecutor(2, thread_name_prefix="keyset-search") as fetcher:
@@ -75,6 +76,15 @@ def keyset_pages(
                 top = int(rising[-1]["id"]) if rising else -1
                 falling = [c for c in down.result()["results"] if int(c["id"]) > top]
                 remaining -= len(falling)
+            next_low, next_high = low, high
+            if remaining > 0 and rising:  # the next requests go before these pages are handed
+                next_low = _advanced(low, rising[-1]["id"], "ASCENDING", source)
+                if falling:
+                    next_high = _advanced(high, falling[-1]["id"], "DESCENDING", source)
+                up = fetcher.submit(fetch, next_low, next_high, "ASCENDING")
+                down = None
+                if remaining > page_size:
+                    down = fetcher.submit(fetch, next_low, next_high, "DESCENDING")
             if rising:
                 yield rising, (str(rising[-1]["id"]), high)
             if falling:
@@ -90,13 +100,7 @@ def keyset_pages(
                     remaining,
                 )
                 return
-            low = _advanced(low, rising[-1]["id"], "ASCENDING", source)
-            if falling:
-                high = _advanced(high, falling[-1]["id"], "DESCENDING", source)
-            up = fetcher.submit(fetch, low, high, "ASCENDING")
-            down = None
-            if remaining > page_size:
-                down = fetcher.submit(fetch, low, high, "DESCENDING")
+            low, high = next_low, next_high
 
 
 def _advanced(previous: str | None, latest: str, direction: str, source: str) -> str:

@@ -48,7 +48,7 @@ ID_PROPERTY = "hs_object_id"
 API_ERRORS = (ContactsApiException, PropertiesApiException)  # each API package has its own
 # A little longer than HubSpot's windows: its clock starts when a request arrives, and two
 # searches in flight may arrive out of step; a share of a one-second window needs more slack.
-WINDOW_MARGIN_SECONDS, SEARCH_WINDOW_MARGIN_SECONDS = 0.05, 0.1
+WINDOW_MARGIN_SECONDS, SEARCH_WINDOW_MARGIN_SECONDS = 0.05, 0.05
 log = logging.getLogger(__name__)
 
 

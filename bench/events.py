@@ -23,19 +23,20 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import multiprocessing
 import threading
 import time
-from multiprocessing.managers import BaseManager
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from bench.support import machine, point_at, prefect_server, scratch_directory
-from sandbox.hubspot import HubSpotApi
-from sandbox.http import FaultPlan
-from sandbox.run import Sandbox, SandboxConfig
+from bench.support import (
+    PersonAtTheCrms,
+    crms_with_a_person,
+    machine,
+    point_at,
+    prefect_server,
+    scratch_directory,
+)
 from sandbox.salesforce import SalesforceSettings
 
 TITLES = ("Student", "Chief Executive Officer")  # the edit: a lead's title, turned around
@@ -51,58 +52,16 @@ def main() -> None:
     parser.add_argument("--burst", type=int, default=5_000)
     args = parser.parse_args()
     scratch = scratch_directory("events")
-    config = SandboxConfig(
-        leads=args.leads,
-        data_dir=scratch / "crm",
-        faults=FaultPlan(latency_seconds=args.latency),
-        salesforce=SalesforceSettings(pubsub_keepalive_seconds=1.0),
-    )
-    with SandboxManager(ctx=multiprocessing.get_context("spawn")) as manager, prefect_server():
-        crm = manager.PersonAtTheCrm(config, args.source, scratch / "info.json")
-        point_at(scratch / "info.json", scratch / "ledger.sqlite3")
-        try:
-            figures = measure(crm, args)
-        finally:
-            crm.stop()
+    keepalive = SalesforceSettings(pubsub_keepalive_seconds=1.0)
+    sandbox = crms_with_a_person(scratch / "crm", args.leads, args.latency, salesforce=keepalive)
+    with sandbox as (crms, info), prefect_server():
+        point_at(info, scratch / "ledger.sqlite3")
+        figures = measure(crms, args)
     figures.update(source=args.source, leads=args.leads, latency_s=args.latency, **machine())
     print(json.dumps(figures))
 
 
-class PersonAtTheCrm:
-    """The sandbox CRMs, run in the manager's process, and a person editing leads in one."""
-
-    def __init__(self, config: SandboxConfig, source: str, info: Path):
-        self.sandbox = Sandbox(config).start()
-        self.sandbox.write_info(info)
-        self.crm = getattr(self.sandbox, source)
-
-    def edit(self, crm_id: str, fields: dict) -> None:
-        self.crm.edit_as_person(crm_id, fields)
-
-    def edit_all(self, edits: dict[str, dict]) -> None:
-        """Every edit at once: HubSpot's bulk edit (as an import makes); Salesforce one by one,
-        its sandbox having no bulk edit."""
-        if isinstance(self.crm, HubSpotApi):
-            self.crm.edit_many_as_person(edits)
-            return
-        for crm_id, fields in edits.items():
-            self.crm.edit_as_person(crm_id, fields)
-
-    def rate_limited_responses(self) -> int:
-        return self.crm.rate_limited_responses
-
-    def stop(self) -> None:
-        self.sandbox.stop()
-
-
-class SandboxManager(BaseManager):
-    pass
-
-
-SandboxManager.register("PersonAtTheCrm", PersonAtTheCrm)
-
-
-def measure(crm: PersonAtTheCrm, args) -> dict:
+def measure(crms: PersonAtTheCrms, args) -> dict:
     from connectors import connector_for
     from flows.jobs import sync_leads
     from flows.listen import Listener
@@ -121,14 +80,14 @@ def measure(crm: PersonAtTheCrm, args) -> dict:
     if not listener.ready.wait(60):
         raise SystemExit("the listener did not start")
     try:
-        trickle = _trickle(listener, crm, title_field, ids, args.trickle_seconds)
+        trickle = _trickle(listener, crms, args.source, title_field, ids, args.trickle_seconds)
         print(f"trickle: {len(trickle)} edits, lag p50 {_p(trickle, 50):.1f} s, "
               f"p95 {_p(trickle, 95):.1f} s", flush=True)  # fmt: skip
         runs_before = len(listener.states)
-        refused_before = crm.rate_limited_responses()
+        refused_before = crms.responses_429(args.source)
         burst_ids = ids[args.trickle_seconds : args.trickle_seconds + args.burst]
-        burst_seconds = _burst(listener, crm, title_field, burst_ids)
-        burst_429 = crm.rate_limited_responses() - refused_before
+        burst_seconds = _burst(listener, crms, args.source, title_field, burst_ids)
+        burst_429 = crms.responses_429(args.source) - refused_before
         burst_runs = listener.states[runs_before:]
         time.sleep(QUIET_SECONDS)
         echo_runs = len(listener.states) - runs_before - len(burst_runs)
@@ -154,26 +113,30 @@ def measure(crm: PersonAtTheCrm, args) -> dict:
         "minimum_calls_per_lead": round(minimum / len(burst_ids), 4),
         "echo_runs": echo_runs,
         "responses_429": burst_429,
-        "responses_429_whole_bench": crm.rate_limited_responses(),
+        "responses_429_whole_bench": crms.responses_429(args.source),
     }
 
 
-def _trickle(listener, crm, title_field: str, ids: list[str], seconds: int) -> list[float]:
+def _trickle(
+    listener, crms: PersonAtTheCrms, source: str, title_field: str, ids: list[str], seconds: int
+) -> list[float]:
     """One edit a second; each edit's seconds until its score was written."""
     edited: dict[str, float] = {}
     runs_before, started = len(listener.states), time.time()
     for number, crm_id in enumerate(ids[:seconds]):
         time.sleep(max(0.0, started + number - time.time()))
         edited[crm_id] = time.time()
-        crm.edit(crm_id, {title_field: TITLES[number % 2]})
+        crms.edit(source, {crm_id: {title_field: TITLES[number % 2]}})
     written = _written_at(listener, runs_before, edited, timeout=120)
     return [written[crm_id] - at for crm_id, at in edited.items() if crm_id in written]
 
 
-def _burst(listener, crm, title_field: str, ids: list[str]) -> float:
+def _burst(
+    listener, crms: PersonAtTheCrms, source: str, title_field: str, ids: list[str]
+) -> float:
     """Every lead edited at once; seconds from the last edit to the last write."""
     runs_before = len(listener.states)
-    crm.edit_all({crm_id: {title_field: TITLES[0]} for crm_id in ids})
+    crms.edit(source, {crm_id: {title_field: TITLES[0]} for crm_id in ids})
     edited = time.time()
     written = _written_at(listener, runs_before, dict.fromkeys(ids, edited), timeout=900)
     return max(written.values()) - edited

@@ -20,9 +20,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing.managers import BaseManager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import psutil
+
+if TYPE_CHECKING:
+    from sandbox.run import SandboxConfig
 
 QUIET = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -103,15 +107,11 @@ class PersonAtTheCrms:
     """Both sandbox CRMs, run in a manager process, and a person editing leads there as in
     the CRM's UI (another user than leadsync's, so a sync sees a change someone else made)."""
 
-    def __init__(self, directory: Path, leads: int, latency_seconds: float):
-        from sandbox.http import FaultPlan
-        from sandbox.run import Sandbox, SandboxConfig
+    def __init__(self, config: SandboxConfig):
+        from sandbox.run import Sandbox
 
-        config = SandboxConfig(
-            leads=leads, data_dir=directory, faults=FaultPlan(latency_seconds=latency_seconds)
-        )
         self.sandbox = Sandbox(config).start()
-        self.sandbox.write_info(directory / "info.json")
+        self.sandbox.write_info(Path(config.data_dir) / "info.json")
 
     def edit(self, source: str, edits: dict[str, dict]) -> None:
         """Every edit (fields by lead id): HubSpot's bulk edit, as an import makes; Salesforce
@@ -122,9 +122,9 @@ class PersonAtTheCrms:
         for crm_id, fields in edits.items():
             self.sandbox.salesforce.edit_as_person(crm_id, fields)
 
-    def responses_429(self) -> int:
-        """The 429s HubSpot's budgets answered so far (Salesforce's sandbox answers none)."""
-        return self.sandbox.hubspot.rate_limited_responses
+    def responses_429(self, source: str = "hubspot") -> int:
+        """The 429s the CRM's budgets answered so far (Salesforce's sandbox answers none)."""
+        return getattr(self.sandbox, source).rate_limited_responses
 
     def stop(self) -> None:
         self.sandbox.stop()
@@ -139,13 +139,18 @@ _CrmManager.register("PersonAtTheCrms", PersonAtTheCrms)
 
 @contextmanager
 def crms_with_a_person(
-    directory: Path, leads: int, latency_seconds: float
+    directory: Path, leads: int, latency_seconds: float, **options: object
 ) -> Iterator[tuple[PersonAtTheCrms, Path]]:
     """Both sandbox CRMs, seeded with `leads` each and every call delayed by
-    `latency_seconds`, in a process of their own; yields a handle on them there and their
-    info file."""
+    `latency_seconds` (`options`: more of SandboxConfig), in a process of their own; yields a
+    handle on them there and their info file."""
+    from sandbox.http import FaultPlan
+    from sandbox.run import SandboxConfig
+
+    faults = FaultPlan(latency_seconds=latency_seconds)
+    config = SandboxConfig(leads=leads, data_dir=directory, faults=faults, **options)
     with _CrmManager(ctx=multiprocessing.get_context("spawn")) as manager:
-        crms = manager.PersonAtTheCrms(directory, leads, latency_seconds)
+        crms = manager.PersonAtTheCrms(config)
         try:
             yield crms, directory / "info.json"
         finally:

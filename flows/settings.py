@@ -32,7 +32,7 @@ class JobSettings(BaseSettings):
         default=20_000,
         ge=1,
         description="leads per chunk validated and scored at once (each contract run costs "
-        "about a quarter second, whatever its size)",
+        "about a tenth of a second, whatever its size)",
     )
     chunk_seconds: float = Field(
         default=2.0,

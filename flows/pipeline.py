@@ -244,9 +244,11 @@ class Pipeline:
                     )
                 )
                 # Each chunk is submitted by the reader as it arrives, so its scoring starts
-                # while earlier chunks are still scored or planned; on a stop, reading stops
-                # first.
-                with closing(read_ahead(submitted, settings.chunks_scoring)) as scorings:
+                # while earlier chunks are still scored or planned: one more than the workers
+                # is submitted at most (the one awaited here, those waiting, the reader's), so
+                # no worker idles and memory stays bounded. On a stop, reading stops first.
+                waiting_depth = max(1, settings.chunks_scoring - 1)
+                with closing(read_ahead(submitted, waiting_depth)) as scorings:
                     for scoring in scorings:
                         planned = self._planned(scoring)
                         if planned is None:

@@ -10,7 +10,7 @@ import itertools
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from datetime import UTC, datetime
 from typing import Literal, TypeVar
 
@@ -176,8 +176,10 @@ def pages_by_id(
         for start in range(0, len(crm_ids), connector.page_size)
     ]
     concurrency = ConnectorSettings().read_concurrency
-    with ThreadPoolExecutor(concurrency, thread_name_prefix="crm-read-by-id") as pool:
-        reads = ordered(pool, connector.read_by_ids, pages, concurrency)
+    with (
+        ThreadPoolExecutor(concurrency, thread_name_prefix="crm-read-by-id") as pool,
+        closing(ordered(pool, connector.read_by_ids, pages, concurrency)) as reads,
+    ):  # a stopped run cancels the reads not yet started before the pool waits for the rest
         for ids, chunk in zip(pages, reads):
             if not dry_run:
                 ledger.settle(connector.source, set(ids) - set(chunk["crm_id"]))

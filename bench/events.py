@@ -4,8 +4,8 @@
 [--trickle-seconds 120] [--burst 5000]`
 
 The sandbox CRMs run in a process of their own (their CPU is not the job's; a person's edit is
-a call to that process) with the latency of a real round trip on every API call; the leads are synced once, then a listener (flows/listen.py)
-runs on the CRM's change stream. Measured:
+a call to that process) with the latency of a real round trip on every API call; the leads are
+synced once, then a listener (flows/listen.py) runs on the CRM's change stream. Measured:
 - a trickle: one lead edited per second; per edit, the seconds from the edit to its score
   written (the audit ledger's confirmation time), p50 and p95;
 - a burst: `--burst` leads edited at once (HubSpot: one bulk edit, as an import makes;

@@ -5,9 +5,9 @@ Capture: connectors/), drops leadsync's own writes coming back (echoes), and gat
 into windows: a window opens with its first change and closes `window_seconds` later, or at
 `window_leads` leads once no change came for `quiet_seconds`. Under a burst every change already
 waiting or still arriving joins the window (up to `max_window_leads`): a CRM delivers a burst in
-many requests close together, which become one run, not a small one and then the rest. Each window is one
-`rescore-leads` run (flows/rescore.py): a lead changed twice in a window is read once. The
-scheduled sync stays as the safety net for anything a listener missed.
+many requests close together, which become one run, not a small one and then the rest. Each
+window is one `rescore-leads` run (flows/rescore.py): a lead changed twice in a window is read
+once. The scheduled sync stays as the safety net for anything a listener missed.
 """
 
 from __future__ import annotations

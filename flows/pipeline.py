@@ -44,7 +44,6 @@ from flows.report import RunReport
 from flows.settings import JobSettings
 from scoring import Rules, score
 
-READ_AHEAD = 2  # chunks read before they are needed
 T = TypeVar("T")
 _END = object()
 
@@ -247,8 +246,8 @@ class Pipeline:
                 # while earlier chunks are still scored or planned: one more than the workers
                 # is submitted at most (the one awaited here, those waiting, the reader's), so
                 # no worker idles and memory stays bounded. On a stop, reading stops first.
-                waiting_depth = max(1, settings.chunks_scoring - 1)
-                with closing(read_ahead(submitted, waiting_depth)) as scorings:
+                queued = max(1, settings.chunks_scoring - 1)
+                with closing(read_ahead(submitted, queued)) as scorings:
                     for scoring in scorings:
                         planned = self._planned(scoring)
                         if planned is None:
@@ -426,7 +425,7 @@ def timed(items: Iterable[T]) -> Iterator[tuple[T, float, float]]:
         getattr(iterator, "close", lambda: None)()
 
 
-def read_ahead(items: Iterable[T], depth: int = READ_AHEAD) -> Iterator[T]:
+def read_ahead(items: Iterable[T], depth: int) -> Iterator[T]:
     """`items`, produced up to `depth` ahead in a background thread, so the CRM's next page
     is on its way while this one is processed. An error producing them is raised here."""
     ready: queue.Queue = queue.Queue(maxsize=depth)

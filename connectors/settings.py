@@ -11,17 +11,20 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SALESFORCE_READ_TIMEOUT, HUBSPOT_READ_TIMEOUT = 90.0, 60.0  # seconds
+WRITES_IN_FLIGHT = {"salesforce": 4, "hubspot": 8}  # per chunk, unless set
 
 
 class ConnectorSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LEADSYNC_", extra="ignore")
 
-    write_concurrency: int = Field(
-        default=4,
+    write_concurrency: int | None = Field(
+        default=None,
         ge=1,
         le=16,
-        description="write calls in flight at once for one chunk; with LEADSYNC_CHUNKS_IN_FLIGHT "
-        "chunks written together, up to their product per CRM (HubSpot's pacing still holds)",
+        description="write calls in flight at once for one chunk; unset: "
+        f"{WRITES_IN_FLIGHT['salesforce']} for Salesforce (concurrent updates of related records "
+        f"risk row locks), {WRITES_IN_FLIGHT['hubspot']} for HubSpot (its pacing alone bounds "
+        "them); with LEADSYNC_CHUNKS_IN_FLIGHT chunks written together, up to their product",
     )
     read_concurrency: int = Field(
         default=8,
@@ -84,3 +87,7 @@ class ConnectorSettings(BaseSettings):
         """(connect, read) seconds for each HTTP call to `source`."""
         default = SALESFORCE_READ_TIMEOUT if source == "salesforce" else HUBSPOT_READ_TIMEOUT
         return self.connect_timeout_seconds, self.read_timeout_seconds or default
+
+    def writes_in_flight(self, source: str) -> int:
+        """Write calls in flight at once for one chunk written to `source`."""
+        return self.write_concurrency or WRITES_IN_FLIGHT[source]

@@ -398,3 +398,33 @@ def test_connector_for_uses_the_sandbox_info_file(crm, start_sandbox, tmp_path, 
         if name.startswith(f"{crm.name.upper()}_"):  # any other way to sign in
             monkeypatch.delenv(name)
     assert len(pd.concat(connector_for(crm.name).read_all())) == 25
+
+
+@pytest.mark.parametrize(
+    ("setting", "expected"),
+    [(None, {"salesforce": 4, "hubspot": 8}), ("2", {"salesforce": 2, "hubspot": 2})],
+)
+def test_each_crm_has_its_own_default_writes_in_flight(
+    crm, start_sandbox, tmp_path, monkeypatch, setting, expected
+):
+    """Salesforce writes 4 collections at once (concurrent updates of related records risk row
+    locks), HubSpot 8 batches (its pacing bounds them), unless LEADSYNC_WRITE_CONCURRENCY says."""
+    sandbox = crm.start(
+        start_sandbox, leads=10 * crm.write_batch_size, faults=FaultPlan(latency_seconds=0.1)
+    )
+    sandbox.write_info(tmp_path / "info.json")
+    monkeypatch.setenv("LEADSYNC_SANDBOX_INFO", str(tmp_path / "info.json"))
+    monkeypatch.setenv("LEADSYNC_BUDGET_URL", f"sqlite:///{tmp_path / 'budget.sqlite3'}")
+    for name in list(os.environ):
+        if name.startswith(f"{crm.name.upper()}_"):
+            monkeypatch.delenv(name)
+    if setting is None:
+        monkeypatch.delenv("LEADSYNC_WRITE_CONCURRENCY", raising=False)
+    else:
+        monkeypatch.setenv("LEADSYNC_WRITE_CONCURRENCY", setting)
+    connector = connector_for(crm.name)
+    leads = pd.concat(connector.read_all())
+    crm.server(sandbox).in_flight.peak = 0
+    report = connector.write(leads[["crm_id"]].assign(score=7.0))
+    assert report["success"].all()
+    assert crm.server(sandbox).in_flight.peak == expected[crm.name]

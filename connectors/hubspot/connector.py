@@ -147,7 +147,7 @@ class HubSpotConnector:
             connect(credentials, tokens),
             mapping,
             HubSpotLimits.from_settings(settings),
-            write_concurrency=settings.write_concurrency,
+            write_concurrency=settings.writes_in_flight("hubspot"),
             timeout=settings.timeout("hubspot"),
             budget=BudgetStore.at(store_url(settings.budget_url)),
             account=portal_account(credentials),

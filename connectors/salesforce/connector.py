@@ -260,7 +260,7 @@ class SalesforceConnector:
             COLLECTION_SIZE,
             self._send,
             (Transient, SalesforceError),
-            concurrency=self.settings.write_concurrency,
+            concurrency=self.settings.writes_in_flight("salesforce"),
             on_batch=on_batch,
         )
 

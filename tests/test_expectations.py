@@ -142,6 +142,33 @@ def test_every_value_that_could_not_be_read_is_named_once(contract, good, confor
     ]
 
 
+def test_dates_in_the_crms_iso_forms_and_in_others_are_read():
+    """The CRMs send ISO 8601 (read fast, in one pass); a date a person typed in another form
+    is still read, and only a value that is no date is described."""
+    raw = pd.DataFrame(
+        {
+            "last_engaged_at": [
+                "2026-11-30T12:00:00.123Z",  # HubSpot
+                "2026-11-30T12:00:00.000+0000",  # Salesforce
+                "2026-11-30",  # a date property
+                "11/30/2026",
+                "last Tuesday",
+                None,
+            ]
+        }
+    )
+    frame = conform(raw)
+    assert frame["last_engaged_at"].tolist()[:4] == [
+        pd.Timestamp("2026-11-30T12:00:00.123Z"),
+        pd.Timestamp("2026-11-30T12:00:00Z"),
+        pd.Timestamp("2026-11-30T00:00:00Z"),
+        pd.Timestamp("2026-11-30T00:00:00Z"),
+    ]
+    assert frame["last_engaged_at"].iloc[4:].isna().all()
+    assert frame["unreadable"].tolist()[4] == "last engaged at 'last Tuesday' is not a date"
+    assert frame["unreadable"].drop(4).isna().all()
+
+
 def test_a_long_hubspot_company_is_valid(contract, good):
     result = contract.validate(spoiled(good, company="Acme " * 60, title="Chief " * 30))
     assert result.review.empty and result.quarantined.empty

@@ -42,19 +42,16 @@ def search_body(
 
 def to_frame(contacts: Sequence[dict], mapping: FieldMapping) -> pd.DataFrame:
     """Contacts as the API returns them as canonical rows; property values are strings."""
-    rows = []
-    for contact in contacts:
-        row = {column: contact["properties"].get(field) for column, field in mapping.read.items()}
-        row["crm_id"] = str(contact["id"])
-        rows.append(row)
-    frame = pd.DataFrame(rows, columns=list(mapping.read))
+    properties = [contact["properties"] for contact in contacts]
+    frame = pd.DataFrame(
+        {column: [got.get(name) for got in properties] for column, name in mapping.read.items()}
+    )
+    frame["crm_id"] = [str(contact["id"]) for contact in contacts]
     if mapping.converted_values and "converted" in frame.columns:
         frame["converted"] = frame["converted"].isin(mapping.converted_values)
     for column in frame.columns:
         if COLUMNS[column] == "boolean":
-            frame[column] = frame[column].map(
-                lambda text: BOOLEAN_TEXT.get(str(text).lower()) if text is not None else None
-            )
+            frame[column] = frame[column].astype("str").str.lower().map(BOOLEAN_TEXT)
     return conform(frame.assign(source="hubspot"))
 
 

@@ -28,6 +28,7 @@ import time
 
 import numpy as np
 import pandas as pd
+from prefect.states import State
 
 from bench.support import (
     PersonAtTheCrms,
@@ -86,7 +87,7 @@ def measure(crms: PersonAtTheCrms, args) -> dict:
         runs_before = len(listener.states)
         refused_before = crms.responses_429(args.source)
         burst_ids = ids[args.trickle_seconds : args.trickle_seconds + args.burst]
-        burst_seconds = _burst(listener, crms, args.source, title_field, burst_ids)
+        edited, burst_seconds = _burst(listener, crms, args.source, title_field, burst_ids)
         burst_429 = crms.responses_429(args.source) - refused_before
         burst_runs = listener.states[runs_before:]
         time.sleep(QUIET_SECONDS)
@@ -100,6 +101,9 @@ def measure(crms: PersonAtTheCrms, args) -> dict:
     print(f"burst: {len(burst_ids)} edits written in {burst_seconds:.1f} s by {len(burst_runs)} "
           f"runs, {calls} calls (minimum {minimum}); the budget allows {allowed:.1f} s",
           flush=True)  # fmt: skip
+    stages = _stages(burst_runs, edited)
+    print("burst stages, seconds after the edit: "
+          + ", ".join(f"{stage} {at:.1f}" for stage, at in stages.items()), flush=True)
     return {
         "trickle_edits": len(trickle),
         "trickle_p50_s": round(_p(trickle, 50), 2),
@@ -109,6 +113,7 @@ def measure(crms: PersonAtTheCrms, args) -> dict:
         "burst_allowed_s": round(allowed, 1),
         "burst_ratio": round(burst_seconds / allowed, 2),
         "burst_runs": len(burst_runs),
+        "burst_stages_s": stages,
         "calls_per_lead": round(calls / len(burst_ids), 4),
         "minimum_calls_per_lead": round(minimum / len(burst_ids), 4),
         "echo_runs": echo_runs,
@@ -133,13 +138,30 @@ def _trickle(
 
 def _burst(
     listener, crms: PersonAtTheCrms, source: str, title_field: str, ids: list[str]
-) -> float:
-    """Every lead edited at once; seconds from the last edit to the last write."""
+) -> tuple[float, float]:
+    """Every lead edited at once; when the edit was made, and the seconds from it to the last
+    write."""
     runs_before = len(listener.states)
     crms.edit(source, {crm_id: {title_field: TITLES[0]} for crm_id in ids})
     edited = time.time()
     written = _written_at(listener, runs_before, dict.fromkeys(ids, edited), timeout=900)
-    return max(written.values()) - edited
+    return edited, max(written.values()) - edited
+
+
+def _stages(runs: list[State], edited: float) -> dict[str, float]:
+    """Where a burst's seconds went: when its runs first asked the CRM for the leads (the
+    deliveries, the window and the run's start come before), and when their last reads,
+    scoring and writes ended, each in seconds after the edit."""
+    spans = [span for state in runs for span in state.result().timeline]
+    first_read = min(span.start for span in spans if span.stage == "read")
+    ends = {
+        stage: max(span.end for span in spans if span.stage == stage)
+        for stage in ("read", "score", "write")
+    }
+    return {
+        "first_read": round(first_read - edited, 2),
+        **{f"{stage}_done": round(end - edited, 2) for stage, end in ends.items()},
+    }
 
 
 def _written_at(

@@ -11,6 +11,7 @@ runs; the rest are removed and their leads owed a retry.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -67,10 +68,12 @@ class AuditLog:
 
     def intend(self, run_id: str, source: str, changes: pd.DataFrame) -> None:
         """Record `changes` (crm_id, field, old, new) as about to be written. Inserted a slice
-        at a time, so a large chunk's rows never sit in memory twice over."""
+        at a time, so a large chunk's rows never sit in memory twice over. Values repeat (a
+        run's few statuses and scores, its one qualification time): each distinct value is
+        made text once."""
         if changes.empty:
             return
-        now = datetime.now(UTC)
+        now, text = datetime.now(UTC), functools.lru_cache(maxsize=None, typed=True)(as_text)
         columns = changes[["crm_id", "field", "old", "new"]]
         with self.engine.begin() as connection:
             for start in range(0, len(columns), ROWS_PER_INSERT):
@@ -81,8 +84,8 @@ class AuditLog:
                         "source": source,
                         "crm_id": crm_id,
                         "field": field,
-                        "old": as_text(old),
-                        "new": as_text(new),
+                        "old": text(old),
+                        "new": text(new),
                         "written_at": now,
                         "state": "intent",
                     }

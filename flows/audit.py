@@ -20,7 +20,6 @@ import pandas as pd
 from sqlalchemy import (
     Column,
     DateTime,
-    Index,
     Integer,
     String,
     Table,
@@ -55,10 +54,7 @@ writes = Table(
     Column("old", Text),
     Column("new", Text),
     Column("written_at", DateTime(timezone=True), nullable=False),  # intended, then confirmed
-    Column("state", String(16), nullable=False, server_default="written"),
-    # A batch's confirmation finds its leads' open intents by state and id: without this
-    # index SQLite searches by state alone, through every open intent of the run, per batch.
-    Index("ix_writes_state_crm_id", "state", "crm_id"),
+    Column("state", String(16), nullable=False, server_default="written", index=True),
 )
 
 

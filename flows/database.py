@@ -39,7 +39,6 @@ def engine_for(url: str) -> Engine:
         )
     metadata.create_all(engine)
     _add_missing_columns(engine)
-    _add_missing_indexes(engine)
     return engine
 
 
@@ -69,11 +68,3 @@ def _add_missing_columns(engine: Engine) -> None:
                 connection.execute(
                     text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}{default}')
                 )
-
-
-def _add_missing_indexes(engine: Engine) -> None:
-    """Ledgers made by an earlier version get the indexes added since (`create_all` makes the
-    indexes of new tables only)."""
-    for table in metadata.sorted_tables:
-        for index in table.indexes:
-            index.create(engine, checkfirst=True)

@@ -84,30 +84,3 @@ def test_a_backfills_progress_is_kept_under_its_key_until_cleared(ledger):
     assert ledger.progress("backfill:hubspot:-:-:7d") == Progress(until, None, "42")
     ledger.clear_progress("backfill:hubspot:-:-:7d")
     assert ledger.progress("backfill:hubspot:-:-:7d") is None
-
-
-def test_a_batch_confirmation_finds_its_intents_by_id_in_a_ledger_of_an_earlier_version(
-    tmp_path,
-):
-    """A ledger made before the (state, crm_id) index gets it on open, and SQLite confirms a
-    batch through it, not through every open intent of the run."""
-    import sqlite3
-
-    path = tmp_path / "ledger.sqlite3"
-    Ledger(f"sqlite:///{path}")
-    with sqlite3.connect(path) as database:
-        database.execute("DROP INDEX ix_writes_state_crm_id")
-        database.execute("CREATE INDEX ix_writes_state ON writes (state)")  # as it once was
-    ledger = Ledger(f"sqlite:///{path}")
-    changes = pd.DataFrame(
-        {"crm_id": [str(number) for number in range(300)], "field": "score", "new": 1.0}
-    )
-    ledger.audit.intend("run-1", "hubspot", changes.assign(old=None))
-    with sqlite3.connect(path) as database:
-        plan = database.execute(
-            "EXPLAIN QUERY PLAN UPDATE writes SET state = 'written' WHERE run_id = 'run-1' "
-            "AND source = 'hubspot' AND state = 'intent' AND crm_id IN ('1', '2')"
-        ).fetchall()
-    assert "ix_writes_state_crm_id (state=? AND crm_id=?)" in " ".join(row[-1] for row in plan)
-    ledger.audit.confirm("run-1", "hubspot", changes["crm_id"][:100], changes["crm_id"][100:])
-    assert len(ledger.audit.writes_of_run("run-1")) == 100

@@ -75,7 +75,7 @@ def measure(crms: PersonAtTheCrms, args) -> dict:
     student = leads["title"].fillna("").str.contains("student|intern|seeking|graduate", case=False)
     ids = leads.loc[~student, "crm_id"].tolist()  # leads whose score each edit moves
     title_field = connector.mapping.read["title"]
-    listener = Listener(args.source, ListenSettings(port=_free_port()))
+    listener = Listener(args.source, ListenSettings(port=0))
     thread = threading.Thread(target=listener.run, name="listener", daemon=True)
     thread.start()
     if not listener.ready.wait(60):
@@ -208,14 +208,6 @@ def _allowed_seconds(source: str, calls: int, latency: float) -> float:
 
 def _p(values: list[float], percentile: int) -> float:
     return float(np.percentile(values, percentile)) if values else float("nan")
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import threading
 import time
 from pathlib import Path
@@ -134,7 +133,7 @@ def _speed_to_lead(sandbox: Sandbox, source: str) -> str:
     from scoring import load_rules
     from flows.settings import ListenSettings
 
-    listener = Listener(source, ListenSettings(window_seconds=1.0, port=_free_port()))
+    listener = Listener(source, ListenSettings(window_seconds=1.0, port=0))
     thread = threading.Thread(target=listener.run, name=f"listen-{source}", daemon=True)
     thread.start()
     try:
@@ -164,12 +163,6 @@ def _speed_to_lead(sandbox: Sandbox, source: str) -> str:
     finally:
         listener.stop.set()
         thread.join(timeout=30)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _proposal_line(proposal: Proposal | NotEnoughOutcomes) -> str:

@@ -175,6 +175,7 @@ class Listener:
         self.ready = threading.Event()  # the stream is open, or the receiver answers
         self.states: list[State] = []  # of the rescore runs, in order
         self.ledger = Ledger()
+        self._port = self.settings.port  # HubSpot: the receiver's, once bound (0: any free one)
 
     def run(self) -> int:
         """Listen until `stop`; returns the rescore runs made."""
@@ -186,7 +187,7 @@ class Listener:
 
     @property
     def receiver_url(self) -> str:
-        return self.settings.public_url or f"http://{self.settings.host}:{self.settings.port}/"
+        return self.settings.public_url or f"http://{self.settings.host}:{self._port}/"
 
     def _rescore(self, window: Window) -> bool:
         state = rescore_leads(
@@ -272,8 +273,15 @@ class Listener:
         config = uvicorn.Config(
             receiver, host=self.settings.host, port=self.settings.port, log_level="warning"
         )
+        try:
+            socket = config.bind_socket()
+        except SystemExit:  # uvicorn has logged why
+            raise RuntimeError(f"the receiver cannot listen on {self.receiver_url}") from None
+        self._port = socket.getsockname()[1]
         server = uvicorn.Server(config)
-        thread = threading.Thread(target=server.run, name="webhooks", daemon=True)
+        thread = threading.Thread(
+            target=server.run, kwargs={"sockets": [socket]}, name="webhooks", daemon=True
+        )
         thread.start()
         try:
             while not server.started:
@@ -294,3 +302,4 @@ class Listener:
         finally:
             server.should_exit = True
             thread.join(timeout=10)
+            socket.close()  # uvicorn closed it, unless its server never started

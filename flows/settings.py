@@ -101,7 +101,9 @@ class ListenSettings(BaseSettings):
         "this long, so the many deliveries of one burst join one run",
     )
     host: str = Field(default="127.0.0.1", description="HubSpot: the webhook receiver's address")
-    port: int = Field(default=8765, ge=0, description="HubSpot: the webhook receiver's port")
+    port: int = Field(
+        default=8765, ge=0, description="HubSpot: the webhook receiver's port (0: any free one)"
+    )
     public_url: str | None = Field(
         default=None,
         description="HubSpot: the target URL the app posts to, when a proxy stands in front "

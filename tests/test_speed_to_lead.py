@@ -24,7 +24,7 @@ from flows.listen import REPLAY_KEY, Listener
 from flows.settings import ListenSettings
 from sandbox.hubspot import HubSpotSettings
 from sandbox.salesforce import SalesforceSettings
-from tests.stack import ROOT, free_port, wait_until
+from tests.stack import ROOT, wait_until
 
 WINDOW = ListenSettings(window_seconds=0.5, window_leads=100, port=0)
 WITHIN = 30  # seconds to wait for a write before calling it missing
@@ -57,8 +57,7 @@ def crm(start_sandbox, tmp_path, monkeypatch):
 
 @contextmanager
 def listening(source: str, settings: ListenSettings = WINDOW) -> Iterator[Listener]:
-    port = free_port() if source == "hubspot" else 0
-    listener = Listener(source, settings.model_copy(update={"port": port}))
+    listener = Listener(source, settings.model_copy(update={"port": 0}))  # any free port
     thread = threading.Thread(target=listener.run, name="listener", daemon=True)
     thread.start()
     try:

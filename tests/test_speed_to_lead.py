@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -26,7 +27,7 @@ from sandbox.hubspot import HubSpotSettings
 from sandbox.salesforce import SalesforceSettings
 from tests.stack import ROOT, wait_until
 
-WINDOW = ListenSettings(window_seconds=0.5, window_leads=100, port=0)
+WINDOW = ListenSettings(window_seconds=0.5, window_leads=100, port=0)  # any free port
 WITHIN = 30  # seconds to wait for a write before calling it missing
 TARGET_LAG = 10  # seconds from an edit to its write: the window, then one run
 TITLE = {"salesforce": "Title", "hubspot": "jobtitle"}
@@ -57,7 +58,7 @@ def crm(start_sandbox, tmp_path, monkeypatch):
 
 @contextmanager
 def listening(source: str, settings: ListenSettings = WINDOW) -> Iterator[Listener]:
-    listener = Listener(source, settings.model_copy(update={"port": 0}))  # any free port
+    listener = Listener(source, settings)
     thread = threading.Thread(target=listener.run, name="listener", daemon=True)
     thread.start()
     try:
@@ -119,6 +120,17 @@ def test_a_deletion_settles_what_was_owed(crm):
         sandbox.hubspot.delete_as_person(ids[0])
         wait_until(lambda: not ledger.owed("hubspot"), "the deleted lead settled", WITHIN)
     assert listener.states[-1].result().read == 0  # nothing left to read of it
+
+
+def test_a_hubspot_listener_on_a_port_in_use_says_which_address(crm):
+    crm("hubspot", leads=5)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        listener = Listener("hubspot", WINDOW.model_copy(update={"port": port}))
+        with pytest.raises(RuntimeError, match=f"cannot listen on http://127.0.0.1:{port}/"):
+            listener.run()
 
 
 def test_a_burst_is_absorbed_in_few_runs_within_the_api_budget(crm, monkeypatch):

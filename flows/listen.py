@@ -274,13 +274,13 @@ class Listener:
             receiver, host=self.settings.host, port=self.settings.port, log_level="warning"
         )
         try:
-            socket = config.bind_socket()
+            listening = config.bind_socket()
         except SystemExit:  # uvicorn has logged why
             raise RuntimeError(f"the receiver cannot listen on {self.receiver_url}") from None
-        self._port = socket.getsockname()[1]
+        self._port = listening.getsockname()[1]
         server = uvicorn.Server(config)
         thread = threading.Thread(
-            target=server.run, kwargs={"sockets": [socket]}, name="webhooks", daemon=True
+            target=server.run, kwargs={"sockets": [listening]}, name="webhooks", daemon=True
         )
         thread.start()
         try:
@@ -302,4 +302,4 @@ class Listener:
         finally:
             server.should_exit = True
             thread.join(timeout=10)
-            socket.close()  # uvicorn closed it, unless its server never started
+            listening.close()  # uvicorn closed it, unless its server never started

@@ -392,12 +392,17 @@ def test_missing_field_is_named_with_how_to_create_it(crm, start_sandbox):
 
 def test_connector_for_uses_the_sandbox_info_file(crm, start_sandbox, tmp_path, monkeypatch):
     sandbox = crm.start(start_sandbox, leads=25)
+    point_connector_for_at(sandbox, crm, tmp_path, monkeypatch)
+    assert len(pd.concat(connector_for(crm.name).read_all())) == 25
+
+
+def point_connector_for_at(sandbox, crm: Crm, tmp_path, monkeypatch) -> None:
+    """`connector_for` signs in to this sandbox through its info file, and no other way."""
     sandbox.write_info(tmp_path / "info.json")
     monkeypatch.setenv("LEADSYNC_SANDBOX_INFO", str(tmp_path / "info.json"))
     for name in list(os.environ):
         if name.startswith(f"{crm.name.upper()}_"):  # any other way to sign in
             monkeypatch.delenv(name)
-    assert len(pd.concat(connector_for(crm.name).read_all())) == 25
 
 
 @pytest.mark.parametrize(
@@ -412,12 +417,8 @@ def test_each_crm_has_its_own_default_writes_in_flight(
     sandbox = crm.start(
         start_sandbox, leads=10 * crm.write_batch_size, faults=FaultPlan(latency_seconds=0.1)
     )
-    sandbox.write_info(tmp_path / "info.json")
-    monkeypatch.setenv("LEADSYNC_SANDBOX_INFO", str(tmp_path / "info.json"))
+    point_connector_for_at(sandbox, crm, tmp_path, monkeypatch)
     monkeypatch.setenv("LEADSYNC_BUDGET_URL", f"sqlite:///{tmp_path / 'budget.sqlite3'}")
-    for name in list(os.environ):
-        if name.startswith(f"{crm.name.upper()}_"):
-            monkeypatch.delenv(name)
     if setting is None:
         monkeypatch.delenv("LEADSYNC_WRITE_CONCURRENCY", raising=False)
     else:
